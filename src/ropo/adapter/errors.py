@@ -1,0 +1,21 @@
+"""Errors a user can act on: each names what is wrong and where."""
+
+
+class RoPOError(Exception):
+    """Base class for every error ropo raises on bad input."""
+
+
+class RoPOConfigError(RoPOError, ValueError):
+    """An invalid or unknown configuration option."""
+
+
+class RoPOTargetError(RoPOError, ValueError):
+    """``target_modules`` matched nothing, or matched a layer type RoPO cannot adapt."""
+
+
+class RoPOLoadError(RoPOError):
+    """An adapter directory that is missing, corrupt, or does not fit the base model."""
+
+
+class RoPOMergeError(RoPOError):
+    """A merge that would write non-finite weights."""

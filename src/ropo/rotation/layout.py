@@ -1,0 +1,82 @@
+"""Which coordinate pairs each Givens stage rotates.
+
+A *stage* is a set of disjoint coordinate pairs, so all its rotations commute and can be applied
+at once. Layouts work for any width d, not only powers of two.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+GIVENS_LAYOUTS = ("bidirectional", "butterfly", "none")
+
+
+@dataclass(frozen=True)
+class GivensStage:
+    """One parallel stage: rotate coordinate ``first[k]`` with ``second[k]`` for every k."""
+
+    first: torch.Tensor
+    second: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        return int(self.first.numel())
+
+
+def _stride_pairs(dim: int, stride: int, butterfly: bool) -> list[int]:
+    """Left members of the pairs (i, i + stride) of one stage.
+
+    Tree: i runs over multiples of 2·stride, so each stage merges neighbouring groups and the
+    whole tree has exactly dim − 1 rotations. Butterfly: every i whose bit for ``stride`` is 0.
+    """
+    if butterfly:
+        return [i for i in range(dim) if not i & stride and i + stride < dim]
+    return [i for i in range(0, dim, 2 * stride) if i + stride < dim]
+
+
+def _stages(dim: int, butterfly: bool) -> list[tuple[list[int], list[int]]]:
+    stages = []
+    stride = 1
+    while stride < dim:
+        first = _stride_pairs(dim, stride, butterfly)
+        stages.append((first, [i + stride for i in first]))
+        stride *= 2
+    return stages
+
+
+@functools.lru_cache(maxsize=None)
+def givens_stages(dim: int, layout: str, device: str = "cpu") -> tuple[GivensStage, ...]:
+    """The stages of ``layout`` for width ``dim``, cached per device.
+
+    - ``bidirectional`` (the 2024 paper's "bidirectional integrated Givens"): a log-depth tree of
+      dim − 1 rotations that connects every coordinate, followed by the same tree in reverse
+      order; 2(dim − 1) angles.
+    - ``butterfly``: a denser FFT-like pattern, about (dim / 2)·log2(dim) angles.
+    - ``none``: no Givens rotations (Householder reflections only).
+    """
+    if layout not in GIVENS_LAYOUTS:
+        raise ValueError(f"givens_layout must be one of {GIVENS_LAYOUTS}, got {layout!r}")
+    if dim < 1:
+        raise ValueError(f"rotation width must be positive, got {dim}")
+    if layout == "none":
+        pairs = []
+    elif layout == "butterfly":
+        pairs = _stages(dim, butterfly=True)
+    else:
+        tree = _stages(dim, butterfly=False)
+        pairs = tree + tree[::-1]
+    return tuple(
+        GivensStage(
+            torch.tensor(first, dtype=torch.long, device=device),
+            torch.tensor(second, dtype=torch.long, device=device),
+        )
+        for first, second in pairs
+    )
+
+
+def givens_angle_count(dim: int, layout: str) -> int:
+    """Number of trainable angles ``layout`` gives a width-``dim`` rotation."""
+    return sum(stage.size for stage in givens_stages(dim, layout))

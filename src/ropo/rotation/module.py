@@ -1,0 +1,125 @@
+"""``OrthogonalRotation``: the one rotation abstraction every path uses.
+
+Training applies Q to activations, merging applies Qᵀ to weight rows, diagnostics apply Q to the
+identity; all three go through ``OrthogonalRotation.apply``. Q is never formed densely in
+training: its cost is O(rows · d · (#reflection pairs + #Givens stages)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ropo.rotation.layout import GivensStage, givens_angle_count, givens_stages
+from ropo.rotation.operators import apply_givens_stage, apply_householder_pair
+
+
+class KeepsAdapterDtype(nn.Module):
+    """A module whose parameters keep their dtype through ``.to(dtype)``, ``.half()`` etc.
+
+    Users cast whole models to bf16; the adapter must stay in its configured dtype (fp32 by
+    default) or its small angles and scales lose their precision. Device moves still apply.
+    """
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True):
+        def move_only(tensor: torch.Tensor) -> torch.Tensor:
+            probe = fn(tensor.new_empty(0))
+            if probe.dtype == tensor.dtype:
+                return fn(tensor)
+            return tensor.to(device=probe.device)
+
+        return super()._apply(move_only, recurse)
+
+
+class OrthogonalRotation(KeepsAdapterDtype):
+    """Q = G_K ⋯ G_1 · P_M ⋯ P_1 on vectors of width ``dim``, exactly I at initialisation.
+
+    P_j are pairs of Householder reflections (global: each touches every coordinate), G_k are
+    stages of Givens rotations (fine-grained: each rotates disjoint coordinate pairs).
+
+    Parameters:
+      angles            all Givens angles, stage after stage (zeros at init)
+      householder_base  one vector per reflection pair, random at init
+      householder_offset  moves the pair's second reflection away from its first (zeros at init)
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        householder_reflections: int = 2,
+        givens_layout: str = "bidirectional",
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        if householder_reflections < 0 or householder_reflections % 2:
+            raise ValueError(
+                "householder_reflections must be an even number >= 0 (reflections come in pairs "
+                f"so that their product starts at exactly I), got {householder_reflections}"
+            )
+        self.dim = dim
+        self.givens_layout = givens_layout
+        pairs = householder_reflections // 2
+        self.angles = nn.Parameter(
+            torch.zeros(givens_angle_count(dim, givens_layout), dtype=dtype, device=device)
+        )
+        self.householder_base = nn.Parameter(torch.randn(pairs, dim, dtype=dtype, device=device))
+        self.householder_offset = nn.Parameter(torch.zeros(pairs, dim, dtype=dtype, device=device))
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, householder_reflections={2 * self.householder_base.shape[0]}, "
+            f"givens_layout={self.givens_layout!r}, givens_angles={self.angles.numel()}"
+        )
+
+    def _stages(self) -> tuple[GivensStage, ...]:
+        return givens_stages(self.dim, self.givens_layout, str(self.angles.device))
+
+    def apply(self, x: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+        """Q·x (or Qᵀ·x) for every row of ``x`` (..., dim), computed in the adapter's dtype.
+
+        Returns a new tensor in the adapter's dtype; autograd flows through every parameter.
+        """
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"rotation of width {self.dim} got input of width {x.shape[-1]}")
+        x = x.to(dtype=self.angles.dtype, copy=True)
+        reflections = list(zip(self.householder_base, self.householder_offset))
+        stages = list(zip(self._stages(), self.angles.split([s.size for s in self._stages()])))
+        if transpose:
+            for stage, angles in reversed(stages):
+                x = apply_givens_stage(x, stage, angles, transpose=True)
+            for base, offset in reversed(reflections):
+                x = apply_householder_pair(x, base, offset, transpose=True)
+            return x
+        for base, offset in reflections:
+            x = apply_householder_pair(x, base, offset)
+        for stage, angles in stages:
+            x = apply_givens_stage(x, stage, angles)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Q·x for activations, saving only ``x`` for backward.
+
+        Left to autograd, every stage would keep its own copy of the activations; recomputing the
+        stages in backward keeps one tensor per layer, and that tensor is the layer input, which
+        sibling layers (q/k/v) share.
+        """
+        if torch.is_grad_enabled() and (x.requires_grad or self.angles.requires_grad):
+            return checkpoint(self.apply, x, use_reentrant=False)
+        return self.apply(x)
+
+    @torch.no_grad()
+    def dense(self) -> torch.Tensor:
+        """Q as a dense (dim × dim) matrix. For diagnostics and tests only."""
+        eye = torch.eye(self.dim, dtype=self.angles.dtype, device=self.angles.device)
+        return self.apply(eye).T
+
+    @torch.no_grad()
+    def orthogonality_error(self) -> float:
+        """max |QᵀQ − I|, with the product taken in float64 so it measures Q, not the check."""
+        q = self.dense().double()
+        eye = torch.eye(self.dim, dtype=q.dtype, device=q.device)
+        return float((q.T @ q - eye).abs().max())
