@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
 #: Architectures with the layer types RoPO must handle: Llama (no bias), Qwen2 (q/k/v bias), Mistral.
 TINY_ARCHITECTURES = ("llama", "qwen2", "mistral")
@@ -14,7 +14,7 @@ def tiny_causal_lm(
     hidden_size: int = 64,
     intermediate_size: int = 96,
     num_hidden_layers: int = 2,
-    vocab_size: int = 128,
+    vocab_size: int = 262,
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
 ) -> PreTrainedModel:
@@ -35,3 +35,33 @@ def tiny_causal_lm(
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     return model.eval()
+
+
+#: A minimal chat template (one turn per line) for tiny models and tests.
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer (256 byte tokens + specials; no merges), built offline.
+
+    Any text round-trips; the vocabulary (260 ids) fits ``tiny_causal_lm(vocab_size=260)``.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    byte_symbols = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {symbol: index for index, symbol in enumerate(sorted(byte_symbols))}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<|bos|>",
+        eos_token="<|end|>",
+        pad_token="<|pad|>",
+        additional_special_tokens=["<|user|>", "<|assistant|>", "<|system|>"],
+    )
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    return tokenizer
