@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from safetensors.torch import save_file
 
 from ropo.adapter.config import RoPOConfig
 from ropo.adapter.errors import RoPOConfigError, RoPOLoadError
+from ropo.io import atomic_write, atomic_write_text
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -33,17 +32,6 @@ class AdapterFiles:
     config: RoPOConfig
     modules: dict[str, tuple[int, int]]
     tensors: dict[str, torch.Tensor]
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _checksum(tensors: dict[str, torch.Tensor]) -> str:
@@ -62,13 +50,13 @@ def write_adapter(directory: str | Path, files: AdapterFiles) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in files.tensors.items()}
     metadata = {_CHECKSUM_KEY: _checksum(tensors), "format": "pt"}
-    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     document = {
         **files.config.to_dict(),
         "modules": {name: list(shape) for name, shape in files.modules.items()},
     }
     text = json.dumps(document, indent=2, sort_keys=True) + "\n"
-    _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(directory / CONFIG_NAME, text)
     return directory
 
 

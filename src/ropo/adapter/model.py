@@ -136,6 +136,11 @@ class RoPOModel(nn.Module):
         modules = {n: (l.base_layer.out_features, l.base_layer.in_features) for n, l in layers.items()}
         write_adapter(save_directory, AdapterFiles(self.ropo_config, modules, _adapter_state(layers)))
 
+    def load_adapter_weights(self, adapter_directory: str | Path) -> None:
+        """Load saved adapter values into this model's existing adapters (e.g. to resume training)."""
+        files = read_adapter(adapter_directory)
+        _copy_adapter_tensors(_adapter_state(self.adapter_layers()), files.tensors, str(adapter_directory))
+
     @classmethod
     def from_pretrained(
         cls, model: nn.Module, adapter_directory: str | Path, is_trainable: bool = False
@@ -168,20 +173,28 @@ def _build_matching_layers(model: nn.Module, files: AdapterFiles, source: str) -
     if mismatched:
         raise RoPOLoadError(f"{source}: shapes differ from the base model: " + "; ".join(mismatched[:5]))
     layers = {name: RoPOLinear(modules[name], files.config) for name in files.modules}
-    expected = _adapter_state(layers)
-    missing_keys = sorted(set(expected) - set(files.tensors))
-    unexpected = sorted(set(files.tensors) - set(expected))
-    if missing_keys or unexpected:
-        raise RoPOLoadError(
-            f"{source}: tensors do not match the config: missing {missing_keys[:5]}, unexpected {unexpected[:5]}"
-        )
-    for key, parameter in expected.items():
-        tensor = files.tensors[key]
-        if tensor.shape != parameter.shape:
-            raise RoPOLoadError(f"{source}: tensor {key} has shape {tuple(tensor.shape)}, expected {tuple(parameter.shape)}")
-        with torch.no_grad():
-            parameter.copy_(tensor)
+    _copy_adapter_tensors(_adapter_state(layers), files.tensors, source)
     return layers
+
+
+def _copy_adapter_tensors(
+    parameters: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], source: str
+) -> None:
+    """Copy saved tensors into adapter parameters after checking every key and shape."""
+    missing = sorted(set(parameters) - set(tensors))
+    unexpected = sorted(set(tensors) - set(parameters))
+    if missing or unexpected:
+        raise RoPOLoadError(
+            f"{source}: tensors do not match the adapter: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    for key, parameter in parameters.items():
+        if tensors[key].shape != parameter.shape:
+            raise RoPOLoadError(
+                f"{source}: tensor {key} has shape {tuple(tensors[key].shape)}, expected {tuple(parameter.shape)}"
+            )
+    with torch.no_grad():
+        for key, parameter in parameters.items():
+            parameter.copy_(tensors[key])
 
 
 def get_ropo_model(model: nn.Module, config: RoPOConfig | None = None) -> RoPOModel:

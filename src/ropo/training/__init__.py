@@ -1,0 +1,1 @@
+"""DPO training with RoPO and its baselines through TRL's DPOTrainer."""

@@ -1,0 +1,129 @@
+"""What a run shows and records while it trains: a progress bar and a JSONL metrics log with
+TRL's metrics plus RoPO's own (orthogonality error, hyperspherical-energy drift, lengths)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase, TrainerCallback
+from transformers.trainer_callback import ProgressCallback
+
+from ropo.adapter import RoPOModel
+from ropo.metrics import hyperspherical_energy
+from ropo.training.methods import effective_weights
+
+
+class ProgressBar(ProgressCallback):
+    """The usual step bar with ETA, showing loss and reward margin instead of printing dicts."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs:
+            shown = {"loss": logs.get("loss"), "margin": logs.get("rewards/margins")}
+            self.training_bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items() if v is not None})
+
+
+class EnergyTracker:
+    """Hyperspherical energy of the tracked layers, relative to their values before training."""
+
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
+        self.names = names
+        self.base = {n: hyperspherical_energy(w) for n, w in effective_weights(model, names).items()}
+
+    def changes(self, model: nn.Module) -> dict[str, float]:
+        now = {n: hyperspherical_energy(w) for n, w in effective_weights(model, self.names).items()}
+        return {n: (now[n] - self.base[n]) / self.base[n] for n in self.names}
+
+
+@torch.no_grad()
+def sample_lengths(
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int
+) -> tuple[float, float]:
+    """(mean generated tokens, share that hit the limit) for greedy answers to ``prompts``."""
+    was_training = model.training
+    side = tokenizer.padding_side
+    model.eval()
+    tokenizer.padding_side = "left"
+    try:
+        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        output = model.generate(
+            **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    new = output[:, batch["input_ids"].shape[1] :]
+    ended = (new == tokenizer.eos_token_id).int()
+    lengths = torch.where(ended.any(1), ended.argmax(1) + 1, torch.full_like(ended[:, 0], new.shape[1]))
+    return float(lengths.float().mean()), float((~ended.bool().any(1)).float().mean())
+
+
+class RunMonitor(TrainerCallback):
+    """Appends one JSON object per logging step to ``metrics.jsonl`` (only on the main process).
+
+    Every ``metrics_every`` steps it adds the orthogonality error (RoPO) and the relative HE
+    change of each tracked layer; every ``sample_every`` steps the mean length of greedy answers
+    to a few fixed prompts. The first record carries the data's mean chosen/rejected lengths.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        energy: EnergyTracker | None,
+        tokenizer: PreTrainedTokenizerBase,
+        sample_prompts: list[str],
+        sample_every: int,
+        sample_max_new_tokens: int,
+        metrics_every: int,
+        data_lengths: dict[str, float],
+    ) -> None:
+        self.path = path
+        self.energy = energy
+        self.tokenizer = tokenizer
+        self.sample_prompts = sample_prompts
+        self.sample_every = sample_every
+        self.sample_max_new_tokens = sample_max_new_tokens
+        self.metrics_every = metrics_every
+        self.data_lengths = data_lengths
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        """On resume, drop records past the checkpoint so the log has each step once."""
+        if not state.is_world_process_zero or not self.path.exists():
+            return
+        kept = [
+            line for line in self.path.read_text().splitlines()
+            if line.strip() and json.loads(line)["step"] <= state.global_step
+        ]
+        self.path.write_text("".join(line + "\n" for line in kept))
+
+    def _due(self, every: int, state) -> bool:
+        return every > 0 and (state.global_step % every == 0 or state.global_step >= state.max_steps)
+
+    def extra_metrics(self, model: nn.Module, state) -> dict[str, Any]:
+        record: dict[str, Any] = {}
+        if state.global_step <= max(1, state.logging_steps):
+            record.update(self.data_lengths)
+        if self.energy is not None and self._due(self.metrics_every, state):
+            if isinstance(model, RoPOModel):
+                record["orthogonality_error"] = model.orthogonality_error()
+            changes = self.energy.changes(model)
+            record["he_change_mean"] = fmean(abs(v) for v in changes.values())
+            record.update({f"he_change/{name}": value for name, value in changes.items()})
+        if self.sample_prompts and self._due(self.sample_every, state):
+            mean, hit = sample_lengths(model, self.tokenizer, self.sample_prompts, self.sample_max_new_tokens)
+            record["sample_length_mean"] = mean
+            record["sample_hit_limit"] = hit
+        return record
+
+    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        record = {"step": state.global_step, **logs}
+        if "loss" in logs:  # a training step's log, not the closing summary or an evaluation
+            record.update(self.extra_metrics(model, state))
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")

@@ -1,0 +1,42 @@
+"""``ropo train`` and ``ropo merge``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ropo.training.recipe import load_recipe
+    from ropo.training.run import train
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    result = train(recipe, resume=args.resume)
+    print(f"run written to {result.run_dir}")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from ropo.training.merge import merge_to_directory
+
+    out = merge_to_directory(args.adapter_dir, args.base, args.out, args.dtype)
+    print(f"merged model written to {out}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="align a model with DPO (RoPO or a baseline) from a YAML recipe",
+        description="Train with DPO. Overrides use dotted keys: training.beta=0.2 method=lora adapter.preset=ropo-2024",
+    )
+    train.add_argument("recipe", help="YAML recipe (see configs/)")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides")
+    train.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last checkpoint")
+    train.set_defaults(func=_train)
+
+    merge = subparsers.add_parser("merge", help="fold a RoPO adapter into its base and save a plain model")
+    merge.add_argument("adapter_dir")
+    merge.add_argument("--base", required=True, help="base model (folder, hub id, default, tiny:<arch>)")
+    merge.add_argument("--out", required=True, help="output folder")
+    merge.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    merge.set_defaults(func=_merge)

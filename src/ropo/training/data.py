@@ -1,0 +1,180 @@
+"""Preference data: load from files, folders or the hub; validate every row before step 1.
+
+Rows follow TRL's formats: *standard* (``prompt``, ``chosen``, ``rejected`` strings) or
+*conversational* (each a list of ``{"role", "content"}`` messages). Errors name the file and row.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+
+from ropo.adapter.errors import RoPOError
+
+COLUMNS = ("prompt", "chosen", "rejected")
+ROLES = ("system", "user", "assistant", "tool")
+_MAX_LISTED = 10
+
+
+class DataError(RoPOError, ValueError):
+    """Preference data that cannot be trained on; the message names the file and rows."""
+
+
+@dataclass
+class PreferenceData:
+    dataset: Dataset
+    source: str
+    conversational: bool
+
+
+def demo_data_path(split: str) -> Path:
+    """The built-in preference task shipped with ropo (``demo`` / ``demo:test``)."""
+    from importlib.resources import files
+
+    return Path(str(files("ropo.demo_task") / "data" / f"{split}.jsonl"))
+
+
+def _read_json_rows(path: Path) -> list[Any]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise DataError(f"{path}: line {number}: not valid JSON ({error.msg})") from None
+        return rows
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not valid JSON ({error})") from None
+    if isinstance(document, dict) and isinstance(document.get("data"), list):
+        document = document["data"]
+    if not isinstance(document, list):
+        raise DataError(f"{path}: expected a JSON list of rows (or {{'data': [...]}})")
+    return document
+
+
+def _read_rows(spec: str, split: str) -> tuple[list[Any], str]:
+    """Raw rows and a label naming where they came from."""
+    if spec == "demo" or spec.startswith("demo:"):
+        spec = str(demo_data_path(spec.partition(":")[2] or "train"))
+    path = Path(spec)
+    if path.is_file():
+        if path.suffix in (".jsonl", ".json"):
+            return _read_json_rows(path), str(path)
+        if path.suffix in (".parquet", ".csv"):
+            from datasets import load_dataset
+
+            dataset = load_dataset(path.suffix[1:], data_files=str(path), split="train")
+            return dataset.to_list(), str(path)
+        raise DataError(f"{path}: unsupported file type {path.suffix!r} (use .jsonl, .json, .parquet or .csv)")
+    if path.is_dir():
+        from datasets import DatasetDict, load_from_disk
+
+        loaded = load_from_disk(str(path))
+        if isinstance(loaded, DatasetDict):
+            if split not in loaded:
+                raise DataError(f"{path}: no split {split!r}; it has {sorted(loaded)}")
+            loaded = loaded[split]
+        return loaded.to_list(), f"{path} [{split}]"
+    if spec.endswith((".jsonl", ".json", ".parquet", ".csv")) or "/" not in spec:
+        raise DataError(f"{spec}: no such file or folder")
+    from datasets import load_dataset
+
+    try:
+        dataset = load_dataset(spec, split=split)
+    except Exception as error:  # the hub raises many types; all mean "cannot get it"
+        raise DataError(f"hub dataset {spec!r} [{split}]: cannot be loaded ({type(error).__name__}: {error})") from None
+    return dataset.to_list(), f"hub dataset {spec} [{split}]"
+
+
+def _field_problem(value: Any) -> tuple[str | None, str | None]:
+    """(format, problem) of one field: format is 'standard' or 'conversational'."""
+    if isinstance(value, str):
+        return "standard", None if value.strip() else "is empty"
+    if isinstance(value, list):
+        if not value:
+            return "conversational", "is an empty list of messages"
+        for index, message in enumerate(value):
+            if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+                return "conversational", f"message {index} must be an object with a string 'content'"
+            if message.get("role") not in ROLES:
+                return "conversational", f"message {index} has role {message.get('role')!r}, not one of {ROLES}"
+            if not message["content"].strip():
+                return "conversational", f"message {index} has empty content"
+        return "conversational", None
+    return None, f"must be a string or a list of messages, got {type(value).__name__}"
+
+
+def validate_rows(rows: list[Any], source: str) -> tuple[list[dict[str, Any]], bool]:
+    """Clean rows with only the three columns, and whether they are conversational; or DataError."""
+    if not rows:
+        raise DataError(f"{source}: no rows")
+    present = {key for row in rows if isinstance(row, dict) for key in row}
+    missing = [c for c in ("chosen", "rejected") if c not in present]
+    if missing:
+        raise DataError(f"{source}: missing column(s) {missing}; found {sorted(present)}")
+    problems, formats, clean = [], Counter(), []
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            problems.append(f"row {number}: expected an object with prompt/chosen/rejected, got {type(row).__name__}")
+            continue
+        if row.get("chosen") is None and row.get("rejected") is None:
+            problems.append(f"row {number}: prompt-only row (no 'chosen' and no 'rejected')")
+            continue
+        row_formats = set()
+        for column in COLUMNS:
+            if column == "prompt" and column not in row:
+                continue
+            if row.get(column) is None:
+                problems.append(f"row {number}: '{column}' is missing")
+                continue
+            kind, problem = _field_problem(row[column])
+            if problem:
+                problems.append(f"row {number}: '{column}' {problem}")
+            row_formats.add(kind)
+        if len(row_formats) > 1:
+            problems.append(f"row {number}: mixes plain strings and message lists across columns")
+        formats.update(row_formats)
+        clean.append({c: row[c] for c in COLUMNS if c in row})
+    if len(formats) > 1 and not problems:
+        problems.append("rows mix the standard (string) and conversational (messages) formats")
+    if problems:
+        listed = "\n  ".join(problems[:_MAX_LISTED])
+        more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+        raise DataError(f"{source}: {len(problems)} problem(s):\n  {listed}{more}")
+    _warn_about_weak_pairs(clean, source)
+    return clean, "conversational" in formats
+
+
+def _warn_about_weak_pairs(rows: list[dict[str, Any]], source: str) -> None:
+    keys = [json.dumps([row.get(c) for c in COLUMNS], sort_keys=True) for row in rows]
+    first_seen: dict[str, int] = {}
+    duplicates = []
+    for number, key in enumerate(keys, start=1):
+        if key in first_seen:
+            duplicates.append((first_seen[key], number))
+        else:
+            first_seen[key] = number
+    if duplicates:
+        example = ", ".join(f"{a}={b}" for a, b in duplicates[:3])
+        warnings.warn(f"{source}: {len(duplicates)} duplicated pair(s) (rows {example}); they weigh double", stacklevel=3)
+    same = [n for n, row in enumerate(rows, start=1) if row["chosen"] == row["rejected"]]
+    if same:
+        warnings.warn(f"{source}: {len(same)} row(s) with chosen == rejected (e.g. row {same[0]}) carry no preference", stacklevel=3)
+
+
+def load_preference_data(spec: str, split: str = "train", max_rows: int | None = None) -> PreferenceData:
+    rows, source = _read_rows(spec, split)
+    if max_rows is not None:
+        rows = rows[:max_rows]
+    clean, conversational = validate_rows(rows, source)
+    return PreferenceData(Dataset.from_list(clean), source, conversational)

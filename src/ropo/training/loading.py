@@ -1,0 +1,52 @@
+"""Base model and tokenizer from a recipe's ``model.name_or_path``."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from ropo.adapter.errors import RoPOError
+from ropo.tiny_models import TINY_ARCHITECTURES, tiny_causal_lm, tiny_tokenizer
+
+TINY_PREFIX = "tiny:"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+
+
+class ModelLoadError(RoPOError):
+    """A base model or tokenizer that cannot be found or read."""
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """``default`` → the locally converted SmolLM2-135M-Instruct folder; anything else unchanged."""
+    if name_or_path == "default":
+        from ropo.models import default_model_path
+
+        return str(default_model_path())
+    return name_or_path
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    if name_or_path.startswith(TINY_PREFIX):
+        return tiny_tokenizer()
+    path = resolve_model_path(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"model {name_or_path!r}: cannot load its tokenizer ({error})") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base_model(name_or_path: str, dtype: str = "float32", seed: int = 0) -> PreTrainedModel:
+    """A pretrained causal LM, or for ``tiny:<arch>`` a tiny random one (vocab of ``tiny_tokenizer``)."""
+    if name_or_path.startswith(TINY_PREFIX):
+        architecture = name_or_path[len(TINY_PREFIX) :]
+        if architecture not in TINY_ARCHITECTURES:
+            raise ModelLoadError(f"model {name_or_path!r}: tiny models are {[TINY_PREFIX + a for a in TINY_ARCHITECTURES]}")
+        return tiny_causal_lm(architecture, vocab_size=len(tiny_tokenizer()), seed=seed, dtype=_DTYPES[dtype] if dtype != "auto" else torch.float32)
+    path = resolve_model_path(name_or_path)
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[dtype])
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"model {name_or_path!r}: cannot load ({error})") from None

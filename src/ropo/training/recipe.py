@@ -1,0 +1,163 @@
+"""Training recipes: a YAML file plus ``key=value`` overrides, validated before any model loads."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ropo.adapter.errors import RoPOError
+
+METHODS = ("ropo", "full", "lora", "dora", "oft", "hra")
+MODEL_DTYPES = ("float32", "bfloat16", "float16", "auto")
+
+
+class RecipeError(RoPOError, ValueError):
+    """A recipe key or value that is wrong; the message names the key and the file."""
+
+
+@dataclass
+class ModelSection:
+    #: A transformers folder or hub id, ``default`` (SmolLM2-135M-Instruct) or ``tiny:<arch>`` (random, for tests).
+    name_or_path: str = "default"
+    #: dtype of the frozen base weights; adapters keep their own dtype (fp32).
+    dtype: str = "float32"
+
+
+@dataclass
+class DataSection:
+    #: Preference data: a .jsonl/.json/.parquet/.csv file, a `datasets` folder, a hub name, or ``demo``.
+    train: str = "demo"
+    #: Optional held-out preference data (same forms as ``train``).
+    eval: str | None = None
+    #: Split to read from a hub dataset or a DatasetDict folder.
+    split: str = "train"
+    #: Use only the first N rows (None: all).
+    max_rows: int | None = None
+
+
+@dataclass
+class Recipe:
+    """Everything a run needs. ``training`` takes any field of TRL's ``DPOConfig`` (beta, loss_type,
+    label_smoothing, ld_alpha, learning_rate, max_steps, save_steps, ...); ``adapter`` takes the
+    fields of ``RoPOConfig`` for ``method: ropo`` or of the PEFT config for the baselines."""
+
+    output_dir: str = "runs/default"
+    method: str = "ropo"
+    seed: int = 0
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    adapter: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    #: Every N steps: sample generations and log their mean token length (0: off).
+    sample_every: int = 10
+    sample_prompts: int = 4
+    sample_max_new_tokens: int = 48
+    #: Every N steps: orthogonality error and hyperspherical-energy change per layer (0: off).
+    metrics_every: int = 10
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"model": ModelSection, "data": DataSection}
+_FREE_FORM = ("adapter", "training")
+
+
+def _check_type(key: str, value: Any, annotation: str, source: str) -> None:
+    """Scalar recipe fields are ``int`` or ``str``, optionally ``| None``."""
+    optional = annotation.endswith(" | None")
+    kind = annotation.removesuffix(" | None")
+    if value is None and optional:
+        return
+    if not isinstance(value, {"int": int, "str": str}[kind]) or isinstance(value, bool):
+        expected = f"{kind} or null" if optional else kind
+        raise RecipeError(f"{source}: {key} must be {expected}, got {value!r}")
+
+
+def _merge_section(cls: type, values: Any, prefix: str, source: str) -> Any:
+    if not isinstance(values, dict):
+        raise RecipeError(f"{source}: {prefix} must be a mapping, got {values!r}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise RecipeError(
+            f"{source}: unknown key(s) {[f'{prefix}{k}' for k in unknown]}; known: {sorted(prefix + k for k in known)}"
+        )
+    result = {}
+    for key, value in values.items():
+        spec = known[key]
+        if key in _SECTIONS and prefix == "":
+            result[key] = _merge_section(_SECTIONS[key], value, f"{key}.", source)
+        elif key in _FREE_FORM and prefix == "":
+            if not isinstance(value, dict):
+                raise RecipeError(f"{source}: {key} must be a mapping, got {value!r}")
+            result[key] = dict(value)
+        else:
+            _check_type(prefix + key, value, spec.type, source)
+            result[key] = value
+    return cls(**result)
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``["training.beta=0.2", "adapter={}"]`` to a recipe mapping (values parsed as YAML).
+
+    A dotted key sets one value, creating sections as needed; a mapping value replaces the
+    whole section.
+    """
+    values = copy.deepcopy(values)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise RecipeError(f"override {item!r} must look like key=value (e.g. training.beta=0.2)")
+        node = values
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"override {item!r}: {part!r} is not a section")
+        node[leaf] = yaml.safe_load(raw) if raw else ""
+    return values
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
+    """Read, merge and validate a recipe. Raises RecipeError naming the key and file."""
+    source = str(path) if path else "<defaults>"
+    values: Any = {}
+    if path is not None:
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise RecipeError(f"{path}: no such recipe file") from None
+        except yaml.YAMLError as error:
+            raise RecipeError(f"{path}: not valid YAML ({error})") from None
+        if not isinstance(values, dict):
+            raise RecipeError(f"{path}: a recipe must be a mapping of keys, got {type(values).__name__}")
+    if overrides:
+        values = apply_overrides(values, list(overrides))
+        source += " + command-line overrides"
+    recipe = _merge_section(Recipe, values, "", source)
+    validate_recipe(recipe, source)
+    return recipe
+
+
+def validate_recipe(recipe: Recipe, source: str) -> None:
+    """Checks that need no model: method, dtypes, adapter options, TRL options."""
+    if recipe.method not in METHODS:
+        raise RecipeError(f"{source}: method must be one of {METHODS}, got {recipe.method!r}")
+    if recipe.model.dtype not in MODEL_DTYPES:
+        raise RecipeError(f"{source}: model.dtype must be one of {MODEL_DTYPES}, got {recipe.model.dtype!r}")
+    for key in ("sample_every", "sample_prompts", "sample_max_new_tokens", "metrics_every"):
+        if getattr(recipe, key) < 0:
+            raise RecipeError(f"{source}: {key} must be >= 0, got {getattr(recipe, key)}")
+    if recipe.data.max_rows is not None and recipe.data.max_rows < 1:
+        raise RecipeError(f"{source}: data.max_rows must be >= 1, got {recipe.data.max_rows}")
+    from ropo.training.methods import build_adapter_config
+    from ropo.training.trl_config import build_dpo_config
+
+    build_adapter_config(recipe, source)
+    build_dpo_config(recipe, source)

@@ -1,0 +1,61 @@
+"""Load what a run produced (or a plain model) for evaluation, merging and reports."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from ropo.adapter import RoPOModel
+from ropo.adapter.errors import RoPOLoadError
+from ropo.training.loading import load_base_model, load_tokenizer
+from ropo.training.run import METRICS_FILE, RECIPE_FILE, final_weights_dir
+
+
+@dataclass
+class LoadedRun:
+    name: str
+    method: str
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    base_name_or_path: str
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / METRICS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_run(path: str | Path) -> LoadedRun:
+    """A run directory from ``ropo train``, or a model (folder, hub id, ``default``, ``tiny:<arch>``)."""
+    run_dir = Path(path)
+    recipe_file = run_dir / RECIPE_FILE
+    if not recipe_file.is_file():
+        name = str(path)
+        return LoadedRun(name=Path(name).name or name, method="base", model=load_base_model(name).eval(),
+                         tokenizer=load_tokenizer(name), base_name_or_path=name)
+    recipe = yaml.safe_load(recipe_file.read_text())
+    method, base_name = recipe["method"], recipe["model"]["name_or_path"]
+    weights = final_weights_dir(run_dir, method)
+    if not weights.is_dir():
+        raise RoPOLoadError(f"{run_dir}: no trained weights in {weights.name}/ (did the run finish?)")
+    if method == "full":
+        model = load_base_model(str(weights), recipe["model"]["dtype"])
+    else:
+        base = load_base_model(base_name, recipe["model"]["dtype"], recipe.get("seed", 0))
+        if method == "ropo":
+            model = RoPOModel.from_pretrained(base, weights)
+        else:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(base, str(weights))
+    return LoadedRun(name=run_dir.name, method=method, model=model.eval(), tokenizer=load_tokenizer(str(weights)),
+                     base_name_or_path=base_name, metrics=read_metrics(run_dir))
