@@ -155,3 +155,24 @@ def test_merge_command_writes_a_plain_model(tmp_path):
     ids = torch.tensor([[256, 65, 66, 67, 68]])
     result.model.eval()
     torch.testing.assert_close(_logits(merged, ids), _logits(result.model, ids), rtol=0, atol=1e-5)
+
+
+def _losses(tmp_path, *overrides):
+    result = train(_tiny(tmp_path, "training.max_steps=2", "training.save_steps=10", "sample_every=0", "metrics_every=0", *overrides))
+    return [m["loss"] for m in read_metrics(result.run_dir) if "loss" in m]
+
+
+def test_trl_loss_options_pass_through(tmp_path):
+    """At step 1 the policy equals the reference, so each loss has a known value."""
+    sigmoid = _losses(tmp_path / "sigmoid")
+    assert sigmoid[0] == pytest.approx(0.6931471805599453, abs=1e-6)  # -log σ(0)
+    ipo = _losses(tmp_path / "ipo", "training.loss_type=ipo")
+    assert ipo[0] == pytest.approx((1 / (2 * 0.1)) ** 2, rel=1e-6)  # (0 − 1/(2β))²
+    hinge = _losses(tmp_path / "hinge", "training.loss_type=hinge")
+    assert hinge[0] == pytest.approx(1.0, abs=1e-6)  # relu(1 − β·0)
+    rpo = _losses(tmp_path / "rpo", "training.loss_type=[sigmoid, sft]")
+    assert rpo[0] > sigmoid[0] + 1.0  # adds the chosen answers' NLL
+    smoothed = _losses(tmp_path / "robust", "training.loss_type=robust", "training.label_smoothing=0.2")
+    assert smoothed[0] == pytest.approx(sigmoid[0], abs=1e-6) and smoothed[1] != pytest.approx(sigmoid[1], abs=1e-6)
+    ld = _losses(tmp_path / "ld", "training.ld_alpha=0.5")
+    assert ld[1] != pytest.approx(sigmoid[1], abs=1e-6)

@@ -34,8 +34,9 @@ class DataSection:
     train: str = "demo"
     #: Optional held-out preference data (same forms as ``train``).
     eval: str | None = None
-    #: Split to read from a hub dataset or a DatasetDict folder.
+    #: Splits to read from a hub dataset or a DatasetDict folder, for ``train`` and ``eval``.
     split: str = "train"
+    eval_split: str = "test"
     #: Use only the first N rows (None: all).
     max_rows: int | None = None
 

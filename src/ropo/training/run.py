@@ -140,7 +140,7 @@ def train(recipe: Recipe, resume: bool = False) -> TrainResult:
     train_data, lengths = fit_to_max_length(train_data, tokenizer, args.max_length)
     eval_data = None
     if recipe.data.eval:
-        eval_data, _ = fit_to_max_length(load_preference_data(recipe.data.eval, recipe.data.split), tokenizer, args.max_length)
+        eval_data, _ = fit_to_max_length(load_preference_data(recipe.data.eval, recipe.data.eval_split), tokenizer, args.max_length)
 
     with state.main_process_first():
         if state.is_main_process:

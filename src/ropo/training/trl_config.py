@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -18,22 +20,24 @@ _RECIPE_OWNED = {"output_dir": "output_dir", "seed": "seed"}
 PRECOMPUTED_REFERENCE = ("ropo", "full")
 
 
-def _check_value(key: str, value: Any, default: Any, source: str) -> None:
-    """Catch wrong types now rather than an hour into a run (DPOConfig does not check them)."""
-    if value is None or default is None or default is dataclasses.MISSING:
+_SCALARS = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
+
+
+def _check_value(key: str, value: Any, annotation: Any, source: str) -> None:
+    """Catch wrong types now rather than an hour into a run (DPOConfig does not check them).
+
+    Only plain scalar annotations (``bool``, ``int``, ``float``, ``str``, optionally ``| None``)
+    are checked; richer ones (lists, unions, enums) are left to TRL.
+    """
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union else (annotation,)
+    scalars = [t for t in options if t is not type(None)]
+    if len(scalars) != 1 or scalars[0] not in _SCALARS:
         return
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, (int, float)):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
-            ok = value.is_integer()
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
-    else:
+    if value is None and type(None) in options:
         return
-    if not ok:
-        raise RecipeError(f"{source}: training.{key} must be like {default!r}, got {value!r}")
+    kind = scalars[0]
+    if not isinstance(value, _SCALARS[kind]) or (kind is not bool and isinstance(value, bool)):
+        raise RecipeError(f"{source}: training.{key} must be {kind.__name__}, got {value!r}")
 
 
 def build_dpo_config(recipe: Recipe, source: str) -> DPOConfig:
@@ -41,16 +45,14 @@ def build_dpo_config(recipe: Recipe, source: str) -> DPOConfig:
     from trl import DPOConfig
 
     fields = {f.name: f for f in dataclasses.fields(DPOConfig) if f.init}
+    annotations = typing.get_type_hints(DPOConfig)
     values = dict(recipe.training)
     for key in values:
         if key in _RECIPE_OWNED:
             raise RecipeError(f"{source}: set {_RECIPE_OWNED[key]} at the top level of the recipe, not under training")
         if key not in fields:
             raise RecipeError(f"{source}: training.{key} is not an option of TRL's DPOConfig")
-        default = fields[key].default
-        if default is dataclasses.MISSING and fields[key].default_factory is not dataclasses.MISSING:
-            default = fields[key].default_factory()
-        _check_value(key, values[key], default, source)
+        _check_value(key, values[key], annotations.get(key), source)
     if recipe.method in PRECOMPUTED_REFERENCE:
         if values.get("precompute_ref_log_probs") is False:
             raise RecipeError(

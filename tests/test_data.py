@@ -1,0 +1,129 @@
+"""Preference data: every kind of bad row is caught before training, with the file and row."""
+
+import json
+import warnings
+
+import pytest
+from datasets import Dataset, DatasetDict
+
+from ropo.tiny_models import tiny_tokenizer
+from ropo.training.data import DataError, load_preference_data
+from ropo.training.lengths import fit_to_max_length
+
+GOOD = {"prompt": "Say hi.", "chosen": " Hi there.", "rejected": " No."}
+
+
+def _jsonl(tmp_path, rows, name="prefs.jsonl"):
+    path = tmp_path / name
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return str(path)
+
+
+def test_standard_rows_load(tmp_path):
+    data = load_preference_data(_jsonl(tmp_path, [GOOD, {**GOOD, "prompt": "Say bye."}]))
+    assert len(data.dataset) == 2 and not data.conversational
+    assert data.dataset.column_names == ["prompt", "chosen", "rejected"]
+
+
+def test_conversational_rows_load(tmp_path):
+    row = {
+        "prompt": [{"role": "user", "content": "Say hi."}],
+        "chosen": [{"role": "assistant", "content": "Hi there."}],
+        "rejected": [{"role": "assistant", "content": "No."}],
+    }
+    data = load_preference_data(_jsonl(tmp_path, [row]))
+    assert data.conversational and data.dataset[0]["chosen"][0]["content"] == "Hi there."
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([{"prompt": "p", "chosen": "c"}], r"missing column\(s\) \['rejected'\]"),
+        ([GOOD, {**GOOD, "chosen": "  "}], r"row 2: 'chosen' is empty"),
+        ([GOOD, GOOD, {**GOOD, "rejected": 7}], r"row 3: 'rejected' must be a string or a list of messages, got int"),
+        ([GOOD, {"prompt": "only a prompt"}], r"row 2: prompt-only row"),
+        ([{**GOOD, "chosen": None}], r"row 1: 'chosen' is missing"),
+        ([{**GOOD, "chosen": [{"role": "assistant", "content": "x"}]}], r"row 1: mixes plain strings and message lists"),
+        ([{**GOOD, "chosen": [{"role": "robot", "content": "x"}]}], r"row 1: 'chosen' message 0 has role 'robot'"),
+        (['"just a string"', GOOD], r"row 1: expected an object"),
+    ],
+)
+def test_bad_rows_are_named(tmp_path, rows, message):
+    path = _jsonl(tmp_path, rows)
+    with pytest.raises(DataError, match=message) as error:
+        load_preference_data(path)
+    assert path in str(error.value)
+
+
+def test_invalid_json_line_is_named(tmp_path):
+    path = _jsonl(tmp_path, [GOOD, "{not json"])
+    with pytest.raises(DataError, match=r"prefs\.jsonl: line 2: not valid JSON"):
+        load_preference_data(path)
+
+
+def test_many_problems_are_listed_together(tmp_path):
+    with pytest.raises(DataError, match=r"12 problem\(s\)(.|\n)*and 2 more"):
+        load_preference_data(_jsonl(tmp_path, [{**GOOD, "chosen": ""}] * 12))
+
+
+def test_duplicates_and_identical_pairs_warn(tmp_path):
+    rows = [GOOD, GOOD, {**GOOD, "prompt": "x", "rejected": GOOD["chosen"]}]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_preference_data(_jsonl(tmp_path, rows))
+    messages = [str(w.message) for w in caught]
+    assert any("1 duplicated pair(s) (rows 1=2)" in m for m in messages)
+    assert any("chosen == rejected (e.g. row 3)" in m for m in messages)
+
+
+def test_other_file_types_and_folders(tmp_path):
+    rows = [GOOD, {**GOOD, "prompt": "Again."}]
+    Dataset.from_list(rows).to_parquet(str(tmp_path / "p.parquet"))
+    Dataset.from_list(rows).to_csv(str(tmp_path / "p.csv"), index=False)
+    (tmp_path / "p.json").write_text(json.dumps(rows))
+    DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "folder"))
+    for spec in ("p.parquet", "p.csv", "p.json", "folder"):
+        assert len(load_preference_data(str(tmp_path / spec)).dataset) == 2, spec
+    with pytest.raises(DataError, match=r"no split 'test'; it has \['train'\]"):
+        load_preference_data(str(tmp_path / "folder"), split="test")
+    (tmp_path / "p.txt").write_text("x")
+    with pytest.raises(DataError, match="unsupported file type '.txt'"):
+        load_preference_data(str(tmp_path / "p.txt"))
+    with pytest.raises(DataError, match="no such file or folder"):
+        load_preference_data(str(tmp_path / "missing.jsonl"))
+
+
+def test_csv_empty_cell_is_named(tmp_path):
+    (tmp_path / "p.csv").write_text("prompt,chosen,rejected\nhi,a,b\nhey,,b\n")
+    with pytest.raises(DataError, match=r"p\.csv: 1 problem\(s\):\n  row 2: 'chosen' is missing"):
+        load_preference_data(str(tmp_path / "p.csv"))
+
+
+def test_rows_over_max_length_are_counted_and_prompt_truncated(tmp_path):
+    tokenizer = tiny_tokenizer()  # one token per byte
+    long_prompt = "x" * 50 + " keep the end"
+    data = load_preference_data(_jsonl(tmp_path, [GOOD, {**GOOD, "prompt": long_prompt}]))
+    with pytest.warns(UserWarning, match=r"1 of 2 rows exceed max_length=40; their prompts were shortened"):
+        fitted, report = fit_to_max_length(data, tokenizer, max_length=40)
+    assert report.truncated_prompts == 1 and report.rows == 2
+    prompt = fitted.dataset[1]["prompt"]
+    assert prompt.endswith(" keep the end") and len(prompt) == 40 - len(GOOD["chosen"]) - 2
+    assert fitted.dataset[0] == GOOD and fitted.dataset[1]["chosen"] == GOOD["chosen"]
+    assert report.mean_chosen_tokens == len(GOOD["chosen"])
+
+
+def test_conversational_rows_over_max_length_lose_their_oldest_turns(tmp_path):
+    tokenizer = tiny_tokenizer()
+    row = {
+        "prompt": [{"role": "user", "content": "a" * 60}, {"role": "assistant", "content": "b" * 10},
+                   {"role": "user", "content": "Say hi."}],
+        "chosen": [{"role": "assistant", "content": "Hi."}],
+        "rejected": [{"role": "assistant", "content": "No."}],
+    }
+    data = load_preference_data(_jsonl(tmp_path, [row]))
+    with pytest.warns(UserWarning, match="1 of 1 rows exceed"):
+        fitted, report = fit_to_max_length(data, tokenizer, max_length=60)
+    prompt = fitted.dataset[0]["prompt"]
+    assert prompt[-1]["content"] == "Say hi." and all("a" * 60 != m["content"] for m in prompt)
+    full = tokenizer.apply_chat_template(prompt + row["chosen"], tokenize=True, return_dict=True)["input_ids"]
+    assert len(full) <= 60
