@@ -8,14 +8,16 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
-import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from ropo.adapter import RoPOModel
 from ropo.metrics import hyperspherical_energy
-from ropo.training.methods import effective_weights
+from ropo.evaluation.generation import SamplingSettings, generate
+from ropo.evaluation.prompts import Prompt
+from ropo.metrics.lengths import LengthStats, length_stats
+from ropo.metrics.weights import effective_weights
 
 
 class ProgressBar(ProgressCallback):
@@ -39,27 +41,17 @@ class EnergyTracker:
         return {n: (now[n] - self.base[n]) / self.base[n] for n in self.names}
 
 
-@torch.no_grad()
 def sample_lengths(
-    model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int
-) -> tuple[float, float]:
-    """(mean generated tokens, share that hit the limit) for greedy answers to ``prompts``."""
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt], max_new_tokens: int
+) -> LengthStats:
+    """Length of greedy answers to ``prompts`` (counted as ``ropo eval`` counts them)."""
     was_training = model.training
-    side = tokenizer.padding_side
-    model.eval()
-    tokenizer.padding_side = "left"
+    settings = SamplingSettings(max_new_tokens=max_new_tokens, do_sample=False, samples_per_prompt=1)
     try:
-        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        output = model.generate(
-            **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-        )
+        answers = generate(model, tokenizer, prompts, settings, progress=False)
     finally:
-        tokenizer.padding_side = side
         model.train(was_training)
-    new = output[:, batch["input_ids"].shape[1] :]
-    ended = (new == tokenizer.eos_token_id).int()
-    lengths = torch.where(ended.any(1), ended.argmax(1) + 1, torch.full_like(ended[:, 0], new.shape[1]))
-    return float(lengths.float().mean()), float((~ended.bool().any(1)).float().mean())
+    return length_stats([answer.num_tokens for answer in answers], max_new_tokens)
 
 
 class RunMonitor(TrainerCallback):
@@ -75,7 +67,7 @@ class RunMonitor(TrainerCallback):
         path: Path,
         energy: EnergyTracker | None,
         tokenizer: PreTrainedTokenizerBase,
-        sample_prompts: list[str],
+        sample_prompts: list[Prompt],
         sample_every: int,
         sample_max_new_tokens: int,
         metrics_every: int,
@@ -114,9 +106,9 @@ class RunMonitor(TrainerCallback):
             record["he_change_mean"] = fmean(abs(v) for v in changes.values())
             record.update({f"he_change/{name}": value for name, value in changes.items()})
         if self.sample_prompts and self._due(self.sample_every, state):
-            mean, hit = sample_lengths(model, self.tokenizer, self.sample_prompts, self.sample_max_new_tokens)
-            record["sample_length_mean"] = mean
-            record["sample_hit_limit"] = hit
+            lengths = sample_lengths(model, self.tokenizer, self.sample_prompts, self.sample_max_new_tokens)
+            record["sample_length_mean"] = lengths.mean
+            record["sample_hit_limit"] = lengths.hit_limit_rate
         return record
 
     def on_log(self, args, state, control, logs=None, model=None, **kwargs):

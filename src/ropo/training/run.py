@@ -18,12 +18,14 @@ from accelerate import PartialState
 from datasets import load_from_disk
 from torch import nn
 
+from ropo.evaluation.prompts import Prompt
 from ropo.io import atomic_directory, atomic_write_text
+from ropo.metrics.weights import DEFAULT_TRACKED_MODULES, tracked_layers
 from ropo.training.callbacks import EnergyTracker, ProgressBar, RunMonitor
 from ropo.training.data import PreferenceData, load_preference_data
 from ropo.training.lengths import fit_to_max_length
 from ropo.training.loading import load_base_model, load_tokenizer
-from ropo.training.methods import prepare_model, tracked_module_names
+from ropo.training.methods import prepare_model
 from ropo.training.recipe import Recipe, RecipeError
 from ropo.training.trl_config import build_dpo_config
 
@@ -93,11 +95,16 @@ class TrainResult:
     model: nn.Module
 
 
-def _sample_prompts(data: PreferenceData, tokenizer, count: int) -> list[str]:
-    prompts = [row.get("prompt") for row in data.dataset.select(range(min(count, len(data.dataset))))]
-    if data.conversational:
-        return [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts if p]
-    return [p for p in prompts if p]
+def _sample_prompts(data: PreferenceData, count: int) -> list[Prompt]:
+    """The first prompts of ``data`` as single user turns (conversational: the last user message)."""
+    prompts = []
+    for number, row in enumerate(data.dataset.select(range(min(count, len(data.dataset)))), start=1):
+        prompt = row.get("prompt")
+        if data.conversational and prompt:
+            prompt = next((m["content"] for m in reversed(prompt) if m["role"] == "user"), None)
+        if prompt:
+            prompts.append(Prompt(id=number, turns=(prompt,), dataset="training-samples"))
+    return prompts
 
 
 def _write_run_files(run_dir: Path, recipe: Recipe, resume: bool, train_data: PreferenceData,
@@ -152,9 +159,9 @@ def train(recipe: Recipe, resume: bool = False) -> TrainResult:
     model = prepare_model(load_base_model(recipe.model.name_or_path, recipe.model.dtype, recipe.seed), recipe)
     monitor = RunMonitor(
         run_dir / METRICS_FILE,
-        EnergyTracker(model, tracked_module_names(model, recipe)) if recipe.metrics_every else None,
+        EnergyTracker(model, tracked_layers(model, recipe.adapter.get("target_modules", DEFAULT_TRACKED_MODULES))) if recipe.metrics_every else None,
         tokenizer,
-        _sample_prompts(eval_data or train_data, tokenizer, recipe.sample_prompts),
+        _sample_prompts(eval_data or train_data, recipe.sample_prompts),
         recipe.sample_every,
         recipe.sample_max_new_tokens,
         recipe.metrics_every,

@@ -1,0 +1,44 @@
+"""Evaluation of aligned models: generation, judges, retention, drift, exports and the HTML report."""
+
+from ropo.evaluation.drift import LayerEnergy, Reference, generation_kl, layer_energies, orthogonality_error
+from ropo.evaluation.errors import EvaluationError
+from ropo.evaluation.evaluate import Candidate, EvalOptions, ModelEvaluation, evaluate_candidate, evaluate_models
+from ropo.evaluation.export import alpaca_eval_outputs, mt_bench_answers, write_exports
+from ropo.evaluation.generation import Generation, SamplingSettings, generate
+from ropo.evaluation.judges import Judge, PointwiseJudge, RewardModelJudge, load_judge, win_rate
+from ropo.evaluation.prompts import Prompt, load_prompts
+from ropo.evaluation.report import build_report
+from ropo.evaluation.retention import QAItem, QAResult, lm_eval_scores, load_qa_probe, qa_probe
+
+__all__ = [
+    "Candidate",
+    "EvalOptions",
+    "EvaluationError",
+    "Generation",
+    "Judge",
+    "LayerEnergy",
+    "ModelEvaluation",
+    "PointwiseJudge",
+    "Prompt",
+    "QAItem",
+    "QAResult",
+    "Reference",
+    "RewardModelJudge",
+    "SamplingSettings",
+    "alpaca_eval_outputs",
+    "build_report",
+    "evaluate_candidate",
+    "evaluate_models",
+    "generate",
+    "generation_kl",
+    "layer_energies",
+    "lm_eval_scores",
+    "load_judge",
+    "load_prompts",
+    "load_qa_probe",
+    "mt_bench_answers",
+    "orthogonality_error",
+    "qa_probe",
+    "win_rate",
+    "write_exports",
+]

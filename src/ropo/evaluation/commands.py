@@ -1,0 +1,136 @@
+"""``ropo eval`` and ``ropo report``: thin command-line layers over ``evaluate_models`` and ``build_report``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ropo.evaluation.drift import DEFAULT_HE_MODULES
+from ropo.evaluation.evaluate import Candidate, EvalOptions, evaluate_models
+from ropo.evaluation.generation import SamplingSettings
+from ropo.evaluation.judges import load_judge
+from ropo.evaluation.prompts import DEFAULT_PROMPTS, load_prompts
+from ropo.evaluation.report import build_report
+from ropo.evaluation.retention import load_qa_probe
+
+
+def load_candidate(path: str, device: str) -> tuple[Candidate, str | None]:
+    """The one place models are loaded: a run directory or any model ``ropo train`` accepts.
+
+    Returns the candidate and the base it was tuned from when the model has no adapter to disable
+    (a fully fine-tuned run), since only then is a second copy needed for base-relative metrics.
+    """
+    from ropo.training.runs import load_run
+
+    run = load_run(path)
+    model = run.model.to(device).eval()
+    base = run.base_name_or_path if run.method != "base" and not hasattr(model, "disable_adapter") else None
+    return Candidate(run.name, model, run.tokenizer, source=str(path), method=run.method), base
+
+
+def _base_model(name: str, device: str, cache: dict[str, nn.Module]) -> nn.Module:
+    if name not in cache:
+        cache[name] = load_candidate(name, device)[0].model
+    return cache[name]
+
+
+def _candidates(args: argparse.Namespace, device: str) -> Iterator[Candidate]:
+    """Load each model when its turn comes, with its base model if it needs one."""
+    bases: dict[str, nn.Module] = {}
+    for path in args.models:
+        candidate, base_name = load_candidate(path, device)
+        base_name = args.base or base_name
+        if base_name is not None:
+            candidate.base_model = _base_model(base_name, device, bases)
+        yield candidate
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    settings = SamplingSettings(
+        max_new_tokens=args.max_new_tokens,
+        do_sample=not args.greedy,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        samples_per_prompt=1 if args.greedy else args.samples,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    prompts = load_prompts(args.prompts, args.max_prompts)
+    options = EvalOptions(
+        settings=settings,
+        judge=load_judge(args.judge, device),
+        qa_items=() if args.qa_probe == "none" else load_qa_probe(args.qa_probe),
+        lm_eval_tasks=[t for t in args.lm_eval.split(",") if t] if args.lm_eval else (),
+        lm_eval_limit=args.lm_eval_limit,
+        he_modules=args.he_modules.split(","),
+        progress=not args.no_progress,
+    )
+    baseline = load_candidate(args.baseline, device)[0] if args.baseline else None
+    results = evaluate_models(
+        _candidates(args, device), prompts, options, args.output, baseline, args.prompts or f"(shipped) {DEFAULT_PROMPTS}"
+    )
+    for result in results:
+        shown = {k: v for k, v in result.metrics.items() if k in ("win_rate", "length_mean", "distinct_2", "kl_to_reference")}
+        print(f"{result.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items() if v is not None))
+    print(f"results: {Path(args.output) / 'eval.json'}  (next: ropo report RUN_DIR ... {args.output})")
+    return 0
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    report, metrics = build_report(args.paths, args.output)
+    print(f"report: {report}\nmetrics: {metrics}")
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    evaluate = subparsers.add_parser(
+        "eval",
+        help="generate with each model and measure win rate, length, diversity, retention and drift",
+        description="Evaluate trained runs (or any models) on a prompt set; writes eval.json, the generations, "
+        "and AlpacaEval / MT-Bench answer files under --output.",
+    )
+    evaluate.add_argument("models", nargs="+", metavar="RUN_DIR_OR_MODEL")
+    evaluate.add_argument("--prompts", help="JSONL with 'prompt'/'instruction'/'turns' (AlpacaEval .json and MT-Bench question.jsonl work); default: a shipped set")
+    evaluate.add_argument("--max-prompts", type=_positive, help="use only the first N prompts")
+    evaluate.add_argument("--baseline", help="model every run is compared with (default: each run's own base model)")
+    evaluate.add_argument("--base", help="base model for KL, retention and HE change of runs without an adapter (default: the run's recipe base)")
+    evaluate.add_argument("--judge", default="none", help="'none', 'rm:<reward model>' or '<module>:<factory>' (default: none)")
+    evaluate.add_argument("--qa-probe", help="JSONL of {question, answers}; 'none' to skip; default: a shipped probe")
+    evaluate.add_argument("--lm-eval", help="comma-separated lm-evaluation-harness tasks (needs lm-eval installed)")
+    evaluate.add_argument("--lm-eval-limit", type=_positive, help="examples per lm-eval task")
+    evaluate.add_argument("--he-modules", default=",".join(DEFAULT_HE_MODULES), help="layers measured in models without adapters")
+    evaluate.add_argument("--max-new-tokens", type=_positive, default=SamplingSettings.max_new_tokens)
+    evaluate.add_argument("--temperature", type=float, default=SamplingSettings.temperature)
+    evaluate.add_argument("--top-p", type=float, default=SamplingSettings.top_p)
+    evaluate.add_argument("--top-k", type=int, default=SamplingSettings.top_k, help="0 = off")
+    evaluate.add_argument("--samples", type=_positive, default=SamplingSettings.samples_per_prompt, help="samples per prompt (self-BLEU needs 2+)")
+    evaluate.add_argument("--greedy", action="store_true", help="greedy decoding, one sample per prompt")
+    evaluate.add_argument("--seed", type=int, default=SamplingSettings.seed)
+    evaluate.add_argument("--batch-size", type=_positive, default=SamplingSettings.batch_size)
+    evaluate.add_argument("--device", help="default: cuda if available, else cpu")
+    evaluate.add_argument("--output", default="eval", help="output folder (default: ./eval)")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
+    evaluate.set_defaults(func=_run_eval)
+
+    report = subparsers.add_parser(
+        "report",
+        help="an HTML report (and metrics.json) comparing runs",
+        description="Compare training runs (metrics.jsonl) and `ropo eval` results (eval.json) in one self-contained HTML page.",
+    )
+    report.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_EVAL", help="run folders, eval folders or eval.json files")
+    report.add_argument("--output", default="report", help="output folder for report.html and metrics.json (default: ./report)")
+    report.set_defaults(func=_run_report)
+

@@ -1,0 +1,277 @@
+"""``build_report``: one self-contained HTML page (plots inlined as PNG) + metrics.json comparing runs.
+
+Inputs are training run directories (their ``metrics.jsonl``) and ``ropo eval`` results
+(``eval.json``); a run directory that holds both is read as one run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ropo.evaluation.errors import EvaluationError
+from ropo.evaluation.evaluate import EVAL_FILE
+from ropo.evaluation.plots import WIDE_FIGURES, Series, all_figures
+from ropo.io import atomic_write_text
+
+METRICS_FILE = "metrics.jsonl"  # written by `ropo train` in each run directory
+REPORT_FILE = "report.html"
+SUMMARY_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    label: str
+    direction: int  # +1 higher is better, −1 lower is better, 0 neither (not marked)
+    fmt: str  # a format spec; "%" shows a share as a percentage
+    aspect: str = ""  # the summary line it can headline (the first marked column of an aspect does)
+
+    def show(self, value: float | None) -> str:
+        if value is None:
+            return "—"
+        return f"{100 * value:.1f}%" if self.fmt == "%" else format(value, self.fmt)
+
+
+#: Summary lines, in order: what each aspect means for a reader.
+ASPECTS = {
+    "preference": "Preference (judge)",
+    "training": "Preference (training rewards)",
+    "length": "Length",
+    "diversity": "Diversity",
+    "retention": "Knowledge retention",
+    "drift": "Drift from the base",
+}
+
+COLUMNS = (
+    Column("win_rate", "Win rate vs baseline", +1, "%", "preference"),
+    Column("judge_score", "Judge score (mean)", +1, ".3g", "preference"),
+    Column("reward_margin", "Reward margin, last step (train)", +1, ".3g", "training"),
+    Column("reward_accuracy", "Reward accuracy, last step (train)", +1, "%", "training"),
+    Column("length_mean", "Mean answer length (tokens)", 0, ".1f"),
+    Column("length_median", "Median answer length (tokens)", 0, ".0f"),
+    Column("hit_limit_rate", "Answers cut at the token limit", -1, "%", "length"),
+    Column("distinct_1", "Distinct-1", +1, ".3f", "diversity"),
+    Column("distinct_2", "Distinct-2", +1, ".3f", "diversity"),
+    Column("self_bleu", "Self-BLEU between samples", -1, ".1f", "diversity"),
+    Column("repetition_3", "Repeated 3-grams within an answer", -1, "%", "diversity"),
+    Column("qa_accuracy", "QA probe accuracy", +1, "%", "retention"),
+    Column("qa_accuracy_base", "QA probe accuracy of the base", 0, "%"),
+    Column("qa_answer_logprob_change", "Answer log-likelihood change vs base (nats)", +1, "+.3f", "retention"),
+    Column("kl_to_reference", "KL(policy ‖ base) per answer (nats)", -1, ".3g", "drift"),
+    Column("he_change_mean_abs", "Mean |HE change| per layer (relative)", -1, ".2e", "drift"),
+    Column("he_change_max_abs", "Max |HE change| per layer (relative)", -1, ".2e", "drift"),
+    Column("orthogonality_error", "Orthogonality error max|QᵀQ−I|", -1, ".1e"),
+)
+
+
+@dataclass
+class ReportRun:
+    name: str
+    source: str
+    role: str = "candidate"  # or "baseline": shown, never marked best
+    training: list[dict[str, Any]] = field(default_factory=list)
+    evaluation: dict[str, Any] | None = None  # this model's entry in eval.json
+
+    def metrics(self) -> dict[str, float | None]:
+        values: dict[str, float | None] = dict((self.evaluation or {}).get("metrics", {}))
+        for key, column in (("rewards/margins", "reward_margin"), ("rewards/accuracies", "reward_accuracy")):
+            logged = [r[key] for r in self.training if isinstance(r.get(key), (int, float))]
+            if logged:
+                values[column] = logged[-1]
+        return values
+
+    def he_layers(self) -> dict[str, float]:
+        if self.evaluation and self.evaluation.get("he_layers"):
+            return {layer["name"]: layer["relative_change"] for layer in self.evaluation["he_layers"]}
+        logged = [r for r in self.training if any(k.startswith("he_change/") for k in r)]
+        return {k.split("/", 1)[1]: v for k, v in logged[-1].items() if k.startswith("he_change/")} if logged else {}
+
+
+def read_training_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a run's ``metrics.jsonl``; each must be an object with an integer ``step``."""
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise EvaluationError(f"{path}: line {number}: invalid JSON ({error.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            raise EvaluationError(f"{path}: line {number}: expected an object with an integer 'step'")
+        records.append(record)
+    return records
+
+
+def read_eval(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise EvaluationError(f"{path}: invalid JSON at line {error.lineno} ({error.msg})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("models"), list):
+        raise EvaluationError(f"{path}: not a `ropo eval` result (no 'models' list)")
+    for number, model in enumerate(document["models"], 1):
+        if not isinstance(model, dict) or not isinstance(model.get("name"), str) or not isinstance(model.get("metrics"), dict):
+            raise EvaluationError(f"{path}: models[{number - 1}] needs a 'name' and a 'metrics' object")
+    return document
+
+
+def collect_runs(paths: Sequence[str | Path]) -> tuple[list[ReportRun], list[dict[str, Any]]]:
+    """Runs from run directories and eval results, merged by name; also the eval documents read."""
+    runs: dict[str, ReportRun] = {}
+    documents = []
+    for raw in paths:
+        path = Path(raw)
+        eval_file = path if path.is_file() else path / EVAL_FILE
+        metrics_file = path / METRICS_FILE
+        if not (eval_file.is_file() or metrics_file.is_file()):
+            raise EvaluationError(f"{path}: neither a training run ({METRICS_FILE}) nor `ropo eval` results ({EVAL_FILE})")
+        if metrics_file.is_file():
+            name = path.resolve().name
+            if name in runs and runs[name].training:
+                raise EvaluationError(f"two training runs are named {name!r} ({runs[name].source}, {path}); rename one")
+            runs.setdefault(name, ReportRun(name, str(path))).training = read_training_metrics(metrics_file)
+        if eval_file.is_file():
+            document = read_eval(eval_file)
+            documents.append({"path": str(eval_file), **{k: v for k, v in document.items() if k != "models"}})
+            for model in document["models"]:
+                run = runs.setdefault(model["name"], ReportRun(model["name"], model.get("source") or str(eval_file)))
+                run.evaluation, run.role = model, model.get("role", "candidate")
+    return list(runs.values()), documents
+
+
+def best_runs(runs: Sequence[ReportRun], columns: Sequence[Column]) -> dict[str, list[str]]:
+    """For each column with a direction, the candidate run(s) with the best value; nothing is
+    marked when fewer than two runs have a value or when they all tie."""
+    best = {}
+    for column in columns:
+        values = {r.name: r.metrics().get(column.key) for r in runs if r.role != "baseline"}
+        values = {name: v for name, v in values.items() if v is not None}
+        if column.direction and len(values) >= 2 and len(set(values.values())) > 1:
+            top = max(v * column.direction for v in values.values())
+            best[column.key] = [name for name, v in values.items() if v * column.direction == top]
+    return best
+
+
+def shown_columns(runs: Sequence[ReportRun]) -> list[Column]:
+    """The known columns some run has a value for, then any lm-eval scores (not marked)."""
+    present = {k for r in runs for k, v in r.metrics().items() if v is not None}
+    extra = sorted(k for k in present if k.startswith("lm_eval/"))
+    return [c for c in COLUMNS if c.key in present] + [Column(k, k, 0, ".4g") for k in extra]
+
+
+def _summary_lines(runs: Sequence[ReportRun], columns: Sequence[Column], best: dict[str, list[str]]) -> list[str]:
+    """One line per aspect, headlined by its first column that has a best run, then a tally."""
+    lines = []
+    for aspect, title in ASPECTS.items():
+        column = next((c for c in columns if c.aspect == aspect and c.key in best), None)
+        if column is None:
+            continue
+        values = ", ".join(
+            f"{html.escape(r.name)} {column.show(r.metrics().get(column.key))}" for r in runs if r.role != "baseline"
+        )
+        winners = " and ".join(f"<b>{html.escape(n)}</b>" for n in best[column.key])
+        lines.append(f"{title}: {winners} best on {html.escape(column.label)} ({values})")
+    marked = [c for c in columns if c.key in best]
+    tally = ", ".join(
+        f"{html.escape(r.name)} {sum(r.name in best[c.key] for c in marked)}" for r in runs if r.role != "baseline"
+    )
+    if marked:
+        lines.append(f"Best values out of {len(marked)} compared metrics: {tally}")
+    return lines
+
+
+def _table(runs: Sequence[ReportRun], columns: Sequence[Column], best: dict[str, list[str]]) -> str:
+    head = "".join(
+        f"<th>{html.escape(r.name)}{' <span class=role>(baseline)</span>' if r.role == 'baseline' else ''}</th>" for r in runs
+    )
+    rows = []
+    for column in columns:
+        arrow = {1: " ↑", -1: " ↓", 0: ""}[column.direction]
+        cells = []
+        for run in runs:
+            value = run.metrics().get(column.key)
+            is_best = run.name in best.get(column.key, [])
+            cells.append(f"<td class={'best' if is_best else 'plain'}>{'★ ' if is_best else ''}{column.show(value)}</td>")
+        rows.append(f"<tr><th class=metric>{html.escape(column.label)}{arrow}</th>{''.join(cells)}</tr>")
+    return f"<table><thead><tr><th>metric</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _series(runs: Sequence[ReportRun]) -> list[Series]:
+    return [
+        Series(r.name, i, r.training, r.metrics().get("length_mean"), r.metrics().get("win_rate"), r.he_layers(), r.role == "baseline")
+        for i, r in enumerate(runs)
+    ]
+
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
+h1{margin-bottom:4px}.meta{color:#666;font-size:13px}
+.summary{background:#eef6ee;border-left:5px solid #2e7d32;padding:10px 16px;margin:16px 0;font-size:16px}
+table{border-collapse:collapse;margin:12px 0;font-size:14px}
+th,td{border:1px solid #ccc;padding:5px 10px;text-align:right}th.metric{text-align:left;font-weight:normal}
+thead th{background:#f0f0f0}td.best{background:#c8e6c9;font-weight:bold}.role{color:#888;font-weight:normal}
+.plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:16px}
+figure.wide{grid-column:1/-1}figure.wide img{width:auto;max-width:100%}figure{margin:0;border:1px solid #ddd;padding:8px;background:#fff}figure img{width:100%}
+figcaption{font-weight:bold;margin-bottom:6px}ul.notes{color:#555;font-size:13px}
+"""
+
+
+def render_html(
+    runs: Sequence[ReportRun],
+    documents: Sequence[dict[str, Any]],
+    figures: dict[str, bytes],
+    columns: Sequence[Column],
+    best: dict[str, list[str]],
+) -> str:
+    summary = "<br>".join(_summary_lines(runs, columns, best)) or "Only one run: nothing to compare."
+    plots = "".join(
+        f"<figure class={'wide' if title in WIDE_FIGURES else 'plot'}><figcaption>{html.escape(title)}</figcaption>"
+        f"<img alt='{html.escape(title)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'></figure>"
+        for title, png in figures.items()
+    )
+    notes = "".join(
+        f"<li><b>{html.escape(r.name)}</b>: {html.escape(note)}</li>" for r in runs for note in (r.evaluation or {}).get("notes", [])
+    )
+    settings = "".join(
+        f"<li>{html.escape(d['path'])}: judge {html.escape(str(d.get('judge')))}, baseline {html.escape(str(d.get('baseline')))}, "
+        f"{d.get('prompts', {}).get('count', '?')} prompts, sampling {html.escape(json.dumps(d.get('sampling', {})))}</li>"
+        for d in documents
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>RoPO report: {html.escape(', '.join(r.name for r in runs))}</title>
+<style>{_STYLE}</style></head><body>
+<h1>RoPO report</h1>
+<div class=meta>{len(runs)} runs · written {time.strftime('%Y-%m-%d %H:%M')} · ★ = best value (↑ higher is better, ↓ lower is better; unmarked rows have no better direction)</div>
+<div class=summary>{summary}</div>
+<h2>Metrics</h2>{_table(runs, columns, best)}
+<h2>Plots</h2><div class=plots>{plots}</div>
+<h2>Settings and notes</h2><ul class=notes>{settings}{notes}</ul>
+</body></html>
+"""
+
+
+def build_report(paths: Sequence[str | Path], output_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``metrics.json`` for the runs and eval results at ``paths``."""
+    runs, documents = collect_runs(paths)
+    figures = all_figures(_series(runs))
+    columns = shown_columns(runs)
+    best = best_runs(runs, columns)
+    summary = {
+        "runs": [{"name": r.name, "role": r.role, "source": r.source, "metrics": r.metrics(), "he_layers": r.he_layers()} for r in runs],
+        "columns": [{"key": c.key, "label": c.label, "direction": c.direction} for c in columns],
+        "best": best,
+        "plots": list(figures),
+        "evaluations": documents,
+    }
+    output_dir = Path(output_dir)
+    report = atomic_write_text(output_dir / REPORT_FILE, render_html(runs, documents, figures, columns, best))
+    metrics = atomic_write_text(output_dir / SUMMARY_FILE, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return report, metrics

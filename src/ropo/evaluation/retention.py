@@ -1,0 +1,112 @@
+"""Knowledge retention: does the tuned model still know what its base knew?
+
+A short QA probe (shipped, or your own JSONL of ``{"question", "answers"}``) is answered greedily
+and the gold answer's log-likelihood is measured, for the tuned model and for its base. Users with
+the data can add lm-evaluation-harness tasks through ``lm_eval_scores``.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import fmean
+
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from ropo.evaluation.errors import EvaluationError
+from ropo.evaluation.generation import SamplingSettings, generate, render_prompt
+from ropo.evaluation.prompts import Prompt, data_path, read_records
+from ropo.evaluation.scoring import continuation_log_likelihoods
+
+DEFAULT_QA_PROBE = "qa_probe.jsonl"
+QA_INSTRUCTION = "Answer with just the answer, in as few words as possible.\n"
+
+
+@dataclass(frozen=True)
+class QAItem:
+    question: str
+    answers: tuple[str, ...]  # accepted answers; the first is the one whose likelihood is measured
+
+
+@dataclass(frozen=True)
+class QAResult:
+    accuracy: float  # share of questions whose greedy answer contains an accepted answer
+    answer_log_likelihood: float  # mean over questions of log p(first accepted answer | question), nats
+
+
+def load_qa_probe(path: str | Path | None = None) -> list[QAItem]:
+    path = Path(path) if path is not None else data_path(DEFAULT_QA_PROBE)
+    items = []
+    for number, row in enumerate(read_records(path), 1):
+        question, answers = row.get("question"), row.get("answers")
+        if not (isinstance(question, str) and question.strip()):
+            raise EvaluationError(f"{path}: row {number}: 'question' must be a non-empty string")
+        if not (isinstance(answers, list) and answers and all(isinstance(a, str) and a.strip() for a in answers)):
+            raise EvaluationError(f"{path}: row {number}: 'answers' must be a non-empty list of strings")
+        items.append(QAItem(question, tuple(answers)))
+    if not items:
+        raise EvaluationError(f"{path}: holds no questions")
+    return items
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, no punctuation, no articles, single spaces (SQuAD's normalisation)."""
+    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def answer_matches(prediction: str, answers: Sequence[str]) -> bool:
+    """True if some accepted answer appears in the prediction as whole words (after normalising)."""
+    padded = f" {normalize_answer(prediction)} "
+    return any(f" {normalize_answer(answer)} " in padded for answer in answers)
+
+
+def qa_probe(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    items: Sequence[QAItem],
+    batch_size: int = 8,
+    max_new_tokens: int = 24,
+    progress: bool = False,
+) -> QAResult:
+    """Greedy-answer accuracy and gold-answer log-likelihood on ``items``."""
+    prompts = [Prompt(i, (QA_INSTRUCTION + item.question,), "qa_probe") for i, item in enumerate(items)]
+    greedy = SamplingSettings(max_new_tokens=max_new_tokens, do_sample=False, samples_per_prompt=1, batch_size=batch_size)
+    answers = generate(model, tokenizer, prompts, greedy, progress=progress, description="QA probe")
+    accuracy = fmean(answer_matches(a.text, item.answers) for a, item in zip(answers, items))
+    pairs = [
+        (render_prompt(tokenizer, [{"role": "user", "content": p.turns[0]}]),
+         tokenizer(item.answers[0], add_special_tokens=False)["input_ids"])
+        for p, item in zip(prompts, items)
+    ]
+    return QAResult(accuracy, fmean(continuation_log_likelihoods(model, pairs, batch_size)))
+
+
+def lm_eval_scores(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    tasks: Sequence[str],
+    limit: int | None = None,
+    batch_size: int = 8,
+) -> dict[str, float]:
+    """Run lm-evaluation-harness ``tasks`` on the loaded model; ``{"lm_eval/<task>/<metric>": value}``.
+
+    lm-eval is optional (``pip install lm-eval``) and fetches its tasks' data sets itself.
+    """
+    try:
+        import lm_eval
+        from lm_eval.models.huggingface import HFLM
+    except ImportError:
+        raise EvaluationError("lm-eval tasks need lm-evaluation-harness: pip install 'lm-eval[hf]'") from None
+    harness_model = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    output = lm_eval.simple_evaluate(model=harness_model, tasks=list(tasks), limit=limit)
+    return {
+        f"lm_eval/{task}/{metric.split(',')[0]}": float(value)
+        for task, metrics in output["results"].items()
+        for metric, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and "stderr" not in metric
+    }
