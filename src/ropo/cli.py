@@ -12,7 +12,6 @@ from ropo.adapter.errors import RoPOError
 COMMAND_MODULES = (
     "ropo.training.commands",
     "ropo.evaluation.commands",
-    "ropo.demo_task.commands",
 )
 
 
