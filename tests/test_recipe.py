@@ -73,3 +73,9 @@ def test_cli_reports_recipe_errors_before_loading_anything(tmp_path, capsys, mon
     code = ropo_main(["train", str(REPO / "configs/tiny.yaml"), f"output_dir={tmp_path}", "training.beta=high"])
     assert code == 2
     assert "training.beta must be float" in capsys.readouterr().err
+
+
+def test_scientific_notation_is_a_number(tmp_path):
+    (tmp_path / "r.yaml").write_text(f"output_dir: {tmp_path}\nmodel: {{name_or_path: 'tiny:llama'}}\ntraining:\n  learning_rate: 5e-6\n")
+    assert load_recipe(tmp_path / "r.yaml").training["learning_rate"] == 5e-6
+    assert load_recipe(tmp_path / "r.yaml", ["training.learning_rate=1e-4"]).training["learning_rate"] == 1e-4

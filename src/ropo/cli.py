@@ -12,6 +12,9 @@ from ropo.adapter.errors import RoPOError
 COMMAND_MODULES = (
     "ropo.training.commands",
     "ropo.evaluation.commands",
+    "ropo.demo_task.commands",
+    "ropo.demo.commands",
+    "ropo.bench.commands",
 )
 
 

@@ -6,6 +6,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ropo.adapter.errors import RoPOError
+from ropo.models import resolve_model_name
 from ropo.tiny_models import TINY_ARCHITECTURES, tiny_causal_lm, tiny_tokenizer
 
 TINY_PREFIX = "tiny:"
@@ -16,19 +17,10 @@ class ModelLoadError(RoPOError):
     """A base model or tokenizer that cannot be found or read."""
 
 
-def resolve_model_path(name_or_path: str) -> str:
-    """``default`` → the locally converted SmolLM2-135M-Instruct folder; anything else unchanged."""
-    if name_or_path == "default":
-        from ropo.models import default_model_path
-
-        return str(default_model_path())
-    return name_or_path
-
-
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     if name_or_path.startswith(TINY_PREFIX):
         return tiny_tokenizer()
-    path = resolve_model_path(name_or_path)
+    path = resolve_model_name(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as error:
@@ -45,7 +37,7 @@ def load_base_model(name_or_path: str, dtype: str = "float32", seed: int = 0) ->
         if architecture not in TINY_ARCHITECTURES:
             raise ModelLoadError(f"model {name_or_path!r}: tiny models are {[TINY_PREFIX + a for a in TINY_ARCHITECTURES]}")
         return tiny_causal_lm(architecture, vocab_size=len(tiny_tokenizer()), seed=seed, dtype=_DTYPES[dtype] if dtype != "auto" else torch.float32)
-    path = resolve_model_path(name_or_path)
+    path = resolve_model_name(name_or_path)
     try:
         return AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[dtype])
     except (OSError, ValueError) as error:

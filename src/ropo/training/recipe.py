@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,21 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML 1.1 reads ``5e-6`` (no dot) as a string; in a recipe it is always meant as a number."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_RecipeLoader)
+
+
 _SECTIONS = {"model": ModelSection, "data": DataSection}
 _FREE_FORM = ("adapter", "training")
 
@@ -121,7 +137,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise RecipeError(f"override {item!r}: {part!r} is not a section")
-        node[leaf] = yaml.safe_load(raw) if raw else ""
+        node[leaf] = parse_yaml(raw) if raw else ""
     return values
 
 
@@ -131,7 +147,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
     values: Any = {}
     if path is not None:
         try:
-            values = yaml.safe_load(Path(path).read_text()) or {}
+            values = parse_yaml(Path(path).read_text()) or {}
         except FileNotFoundError:
             raise RecipeError(f"{path}: no such recipe file") from None
         except yaml.YAMLError as error:

@@ -157,6 +157,7 @@ def train(recipe: Recipe, resume: bool = False) -> TrainResult:
 
     set_seed(recipe.seed)
     model = prepare_model(load_base_model(recipe.model.name_or_path, recipe.model.dtype, recipe.seed), recipe)
+    trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     monitor = RunMonitor(
         run_dir / METRICS_FILE,
         EnergyTracker(model, tracked_layers(model, recipe.adapter.get("target_modules", DEFAULT_TRACKED_MODULES))) if recipe.metrics_every else None,
@@ -182,7 +183,11 @@ def train(recipe: Recipe, resume: bool = False) -> TrainResult:
     trainer.train(resume_from_checkpoint=str(last_complete_checkpoint(run_dir)) if resume else None)
     if trainer.is_world_process_zero():
         _save_final(trainer, tokenizer, final_weights_dir(run_dir, recipe.method))
-        summary = {"train_seconds": time.perf_counter() - started, "global_step": trainer.state.global_step}
+        summary = {
+            "train_seconds": time.perf_counter() - started,
+            "global_step": trainer.state.global_step,
+            "trainable_params": trainable_params,
+        }
         atomic_write_text(run_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
     return TrainResult(run_dir, trainer.accelerator.unwrap_model(trainer.model))
 

@@ -1,0 +1,142 @@
+"""``run_demo``: train RoPO, DPO and LoRA on the built-in task, evaluate them with the task's
+judge, and write the report and ``metrics.json`` (one object per method, plus ``base``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ropo.demo.modes import LEARNING_RATES, METHODS, DemoMode
+from ropo.io import atomic_write_text
+
+METRICS_FILE = "metrics.json"
+#: The contract other tools read: every value is a number.
+CONTRACT_KEYS = ("win_rate", "mean_length", "distinct_2", "self_bleu", "retention_accuracy", "he_change",
+                 "trainable_params", "train_seconds")
+
+
+@dataclass
+class DemoResult:
+    report: Path
+    metrics: Path
+
+
+def demo_recipe(method: str, mode: DemoMode, model: str, output_dir: Path, seed: int):
+    """One method's recipe: the same data, steps, batch, schedule and β for every method."""
+    from ropo.training.recipe import load_recipe
+
+    trained_as = METHODS[method]
+    overrides = {
+        "output_dir": str(output_dir), "method": trained_as, "seed": seed,
+        "model.name_or_path": model, "data.train": "demo", "data.eval": "demo:test",
+        "adapter": {} if trained_as != "ropo" else {"target_modules": ["q_proj", "v_proj"]},
+        "training.beta": 0.1, "training.loss_type": "sigmoid", "training.learning_rate": LEARNING_RATES[trained_as],
+        "training.lr_scheduler_type": "cosine", "training.warmup_steps": 0.1,
+        "training.max_steps": mode.max_steps, "training.per_device_train_batch_size": mode.batch_size,
+        "training.max_length": mode.max_length, "training.logging_steps": 1, "training.save_steps": mode.save_steps,
+        "training.gradient_checkpointing": False, "training.use_cpu": True,
+        "sample_every": max(1, mode.max_steps // 4), "sample_prompts": 4, "sample_max_new_tokens": mode.max_new_tokens,
+        "metrics_every": max(1, mode.max_steps // 4),
+    }
+    return load_recipe(None, [f"{key}={json.dumps(value)}" for key, value in overrides.items()])
+
+
+def _has_complete_checkpoint(run_dir: Path) -> bool:
+    from ropo.training.recipe import RecipeError
+    from ropo.training.run import last_complete_checkpoint
+
+    try:
+        last_complete_checkpoint(run_dir)
+    except RecipeError:
+        return False
+    return True
+
+
+def train_all(methods: Sequence[str], mode: DemoMode, model: str, out: Path, seed: int) -> dict[str, Path]:
+    """Train each method unless its run already finished; an interrupted run resumes."""
+    from ropo.training.run import final_weights_dir, train
+
+    runs = {}
+    for method in methods:
+        run_dir = out / "runs" / method
+        recipe = demo_recipe(method, mode, model, run_dir, seed)
+        runs[method] = run_dir
+        if final_weights_dir(run_dir, recipe.method).is_dir():
+            print(f"[demo] {method}: already trained in {run_dir}")
+            continue
+        resume = _has_complete_checkpoint(run_dir)
+        if not resume and run_dir.exists():
+            import shutil
+
+            shutil.rmtree(run_dir)  # started but never checkpointed: nothing to keep
+        print(f"[demo] training {method} ({'resuming' if resume else 'from the start'})")
+        train(recipe, resume=resume)
+    return runs
+
+
+def evaluate_all(runs: dict[str, Path], mode: DemoMode, model: str, out: Path, seed: int) -> dict[str, dict[str, Any]]:
+    """Evaluate the base and every run on the task's test prompts; the contract's metrics per method."""
+    from ropo.demo_task import split_records
+    from ropo.demo_task.task_judge import TaskJudge
+    from ropo.evaluation import Candidate, EvalOptions, Prompt, SamplingSettings, evaluate_models, load_qa_probe
+    from ropo.evaluation.drift import layer_energies
+    from ropo.evaluation.judges import win_rate
+    from ropo.training.loading import load_base_model, load_tokenizer
+    from ropo.training.runs import load_run
+
+    records = split_records()["test"][: mode.eval_prompts]
+    prompts = [Prompt(id=r["id"], turns=(r["prompt"],), dataset="ropo-demo") for r in records]
+    settings = SamplingSettings(max_new_tokens=mode.max_new_tokens, samples_per_prompt=mode.samples_per_prompt, seed=seed)
+    judge = TaskJudge()
+    options = EvalOptions(settings=settings, judge=judge, qa_items=load_qa_probe())
+    base = Candidate("base", load_base_model(model, "float32", seed).eval(), load_tokenizer(model), source=model, method="base")
+    loaded = {method: load_run(path) for method, path in runs.items()}
+    candidates = [
+        Candidate(method, run.model, run.tokenizer, source=str(runs[method]), method=run.method,
+                  base_model=base.model if run.method == "full" else None)
+        for method, run in loaded.items()
+    ]
+    results = {r.name: r for r in evaluate_models(candidates, prompts, options, out / "eval", baseline=base, prompt_source="ropo demo task (test split)")}
+
+    base_answers = [g.conversation() for g in results["base"].generations]
+    first = results[next(iter(loaded))].metrics
+    summary: dict[str, dict[str, Any]] = {
+        "base": {
+            "win_rate": win_rate(judge, base_answers, base_answers),  # the judge on identical answers
+            "retention_accuracy": first["qa_accuracy_base"],
+            "he_change": max(abs(e.relative_change) for e in layer_energies(base.model, base.model)),
+            "trainable_params": 0,
+            "train_seconds": 0.0,
+        }
+    }
+    for method, run in loaded.items():
+        metrics = results[method].metrics
+        trained = json.loads((runs[method] / "train_summary.json").read_text())
+        summary[method] = {
+            "win_rate": metrics["win_rate"],
+            "retention_accuracy": metrics["qa_accuracy"],
+            "he_change": metrics["he_change_mean_abs"],
+            "trainable_params": trained["trainable_params"],
+            "train_seconds": trained["train_seconds"],
+            "kl_to_reference": metrics["kl_to_reference"],
+            "orthogonality_error": metrics["orthogonality_error"],
+        }
+    for name, values in summary.items():
+        metrics = results[name].metrics
+        values.update(mean_length=metrics["length_mean"], distinct_2=metrics["distinct_2"],
+                      self_bleu=metrics["self_bleu"], judge_score=metrics.get("judge_score"),
+                      hit_limit_rate=metrics["hit_limit_rate"])
+    return summary
+
+
+def run_demo(out: Path, mode: DemoMode, model: str = "default", methods: Sequence[str] = tuple(METHODS), seed: int = 0) -> DemoResult:
+    from ropo.evaluation import build_report
+
+    runs = train_all(methods, mode, model, out, seed)
+    summary = evaluate_all(runs, mode, model, out, seed)
+    report, _ = build_report([*runs.values(), out / "eval"], out / "report")
+    metrics_path = atomic_write_text(out / METRICS_FILE, json.dumps(summary, indent=2) + "\n")
+    return DemoResult(report, metrics_path)

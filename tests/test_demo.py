@@ -1,0 +1,29 @@
+"""``ropo demo --quick`` end to end on a tiny random model: every output exists and is finite."""
+
+import json
+import math
+
+from ropo.cli import main as ropo_main
+from ropo.demo.run import CONTRACT_KEYS
+
+
+def test_quick_demo_writes_every_output(tmp_path):
+    out = tmp_path / "demo"
+    assert ropo_main(["demo", "--quick", "--model", "tiny:llama", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"base", "ropo", "dpo", "lora"}
+    for method, values in metrics.items():
+        for key in CONTRACT_KEYS:
+            assert isinstance(values[key], (int, float)) and math.isfinite(values[key]), (method, key)
+    assert metrics["ropo"]["he_change"] < 1e-6 and metrics["lora"]["he_change"] > metrics["ropo"]["he_change"]
+    assert metrics["ropo"]["trainable_params"] < metrics["lora"]["trainable_params"] < metrics["dpo"]["trainable_params"]
+    html = (out / "report" / "report.html").read_text()
+    assert all(name in html for name in ("ropo", "dpo", "lora", "base"))
+    for method in ("ropo", "dpo", "lora"):
+        assert (out / "runs" / method / "metrics.jsonl").is_file()
+    assert (out / "eval" / "eval.json").is_file()
+
+    # Run again: finished runs are reused, not retrained.
+    before = (out / "runs" / "ropo" / "train_summary.json").read_text()
+    assert ropo_main(["demo", "--quick", "--model", "tiny:llama", "--out", str(out), "--methods", "ropo"]) == 0
+    assert (out / "runs" / "ropo" / "train_summary.json").read_text() == before
