@@ -14,7 +14,6 @@ COMMAND_MODULES = (
     "ropo.evaluation.commands",
     "ropo.demo_task.commands",
     "ropo.demo.commands",
-    "ropo.bench.commands",
 )
 
 
