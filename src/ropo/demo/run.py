@@ -31,15 +31,18 @@ def demo_recipe(method: str, mode: DemoMode, model: str, output_dir: Path, seed:
     trained_as = METHODS[method]
     overrides = {
         "output_dir": str(output_dir), "method": trained_as, "seed": seed,
-        "model.name_or_path": model, "data.train": "demo", "data.eval": "demo:test",
+        "model.name_or_path": model, "data.train": "demo",
+        # Only the pairs the steps will reach: the reference log-probs are computed for every row.
+        "data.max_rows": mode.max_steps * mode.batch_size,
         "adapter": {} if trained_as != "ropo" else {"target_modules": ["q_proj", "v_proj"]},
         "training.beta": 0.1, "training.loss_type": "sigmoid", "training.learning_rate": LEARNING_RATES[trained_as],
         "training.lr_scheduler_type": "cosine", "training.warmup_steps": 0.1,
         "training.max_steps": mode.max_steps, "training.per_device_train_batch_size": mode.batch_size,
         "training.max_length": mode.max_length, "training.logging_steps": 1, "training.save_steps": mode.save_steps,
         "training.gradient_checkpointing": False, "training.use_cpu": True,
-        "sample_every": max(1, mode.max_steps // 4), "sample_prompts": 4, "sample_max_new_tokens": mode.max_new_tokens,
-        "metrics_every": max(1, mode.max_steps // 4),
+        # Generation lengths during training at the end only: on a CPU sampling costs as much as steps.
+        "sample_every": mode.max_steps, "sample_prompts": 4, "sample_max_new_tokens": mode.max_new_tokens,
+        "metrics_every": max(1, mode.max_steps // 2),
     }
     return load_recipe(None, [f"{key}={json.dumps(value)}" for key, value in overrides.items()])
 
