@@ -118,7 +118,7 @@ def test_bad_prompt_file_errors_name_file_record_and_key(tmp_path):
     with pytest.raises(TaskDataError, match=r"record 2: key 'prompt'"):
         load_prompts(path)
     path.write_text(json.dumps(good) + "\n{not json\n")
-    with pytest.raises(TaskDataError, match=r"line 2: not JSON"):
+    with pytest.raises(TaskDataError, match=r"prompts\.jsonl: line 2: not valid JSON"):
         load_prompts(path)
 
 

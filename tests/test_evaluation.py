@@ -144,7 +144,7 @@ def test_bad_prompt_files_name_the_row(tmp_path):
         load_prompts(twice)
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"prompt": "a"}\n{"prompt": \n')
-    with pytest.raises(EvaluationError, match="invalid JSON at line 2"):
+    with pytest.raises(EvaluationError, match=r"line 2: not valid JSON"):
         load_prompts(broken)
 
 

@@ -1,12 +1,15 @@
-"""Atomic writes: a crash or a bad input never leaves a half-written file or folder behind."""
+"""Files in and out: atomic writes (a crash or a bad input never leaves a half-written file or
+folder behind) and the one JSON/JSONL row reader every command uses."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
@@ -49,3 +52,39 @@ def atomic_directory(path: str | Path, build: Callable[[Path], object]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def read_json_rows(path: str | Path, error: type[Exception] = ValueError, objects: bool = True) -> list[Any]:
+    """The rows of a JSONL file (one value per non-empty line) or of a JSON file holding a list
+    (or ``{"data": [...]}``); every problem is raised as ``error`` naming the file and line or row.
+
+    ``objects`` requires each row to be a JSON object; readers that report bad rows themselves
+    (with the column that is wrong) pass False.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as problem:
+        raise error(f"{path}: cannot read ({problem.strerror or problem})") from None
+    if path.suffix == ".json":
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as problem:
+            raise error(f"{path}: line {problem.lineno}: not valid JSON ({problem.msg})") from None
+        if isinstance(rows, dict) and isinstance(rows.get("data"), list):
+            rows = rows["data"]
+        if not isinstance(rows, list):
+            raise error(f"{path}: expected a JSON list of rows (or {{'data': [...]}})")
+    else:
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as problem:
+                    raise error(f"{path}: line {number}: not valid JSON ({problem.msg})") from None
+    if objects:
+        for number, row in enumerate(rows, start=1):
+            if not isinstance(row, dict):
+                raise error(f"{path}: row {number}: expected a JSON object, got {type(row).__name__}")
+    return rows

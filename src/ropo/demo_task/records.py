@@ -10,7 +10,7 @@ from typing import Any
 
 from ropo.adapter.errors import RoPOError
 from ropo.demo_task.judge import check_errors
-from ropo.io import atomic_write_text
+from ropo.io import atomic_write_text, read_json_rows
 
 #: The prompts written for this task (see README.md next to it).
 PROMPTS_FILE = Path(__file__).with_name("prompts.jsonl")
@@ -23,27 +23,6 @@ TEST_PROMPTS = "test_prompts.jsonl"
 
 class TaskDataError(RoPOError, ValueError):
     """A prompt or pair file that is missing or malformed."""
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The JSON objects of ``path``, one per non-empty line."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as error:
-        raise TaskDataError(f"{path}: cannot read ({error.strerror or error})") from None
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise TaskDataError(f"{path}, line {number}: not JSON ({error.msg})") from None
-        if not isinstance(row, dict):
-            raise TaskDataError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    return rows
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
@@ -78,7 +57,7 @@ def load_prompts(path: str | Path | None = None) -> list[dict[str, Any]]:
     """The prompt records (``id``, ``kind``, ``prompt``, ``checks``) of ``path``, default the shipped
     ``prompts.jsonl``, each validated; ids must be unique."""
     path = Path(path) if path is not None else PROMPTS_FILE
-    records = read_jsonl(path)
+    records = read_json_rows(path, TaskDataError)
     if not records:
         raise TaskDataError(f"{path}: no prompt records")
     seen: set[str] = set()
@@ -108,7 +87,7 @@ def _message_list(row: dict[str, Any], key: str, role: str) -> str | None:
 
 def read_pairs(path: str | Path) -> list[dict[str, Any]]:
     """The preference pairs of ``path`` (TRL's conversational format), each validated."""
-    rows = read_jsonl(path)
+    rows = read_json_rows(path, TaskDataError)
     for number, row in enumerate(rows, start=1):
         for key, role in (("prompt", "user"), ("chosen", "assistant"), ("rejected", "assistant")):
             problem = _message_list(row, key, role)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from ropo.evaluation.errors import EvaluationError
+from ropo.io import read_json_rows
 
 #: The shipped default: short single-turn instructions of varied kinds.
 DEFAULT_PROMPTS = "prompts.jsonl"
@@ -28,31 +28,6 @@ def data_path(name: str) -> Path:
     return Path(str(files("ropo.evaluation").joinpath("data", name)))
 
 
-def _parse(text: str, path: Path, lines_before: int) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise EvaluationError(f"{path}: invalid JSON at line {lines_before + error.lineno}: {error.msg}") from None
-
-
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file (one object per line) or of a JSON file holding a list of objects."""
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        rows = _parse(text, path, 0)
-        if not isinstance(rows, list):
-            raise EvaluationError(f"{path}: a .json file must hold a list of objects")
-    else:
-        rows = [_parse(line, path, number - 1) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
-    for number, row in enumerate(rows, 1):
-        if not isinstance(row, dict):
-            raise EvaluationError(f"{path}: row {number} is a {type(row).__name__}, expected an object")
-    return rows
-
-
 def _turns(row: dict[str, Any], where: str) -> tuple[str, ...]:
     for key in ("turns", "prompt", "instruction"):
         if key in row:
@@ -68,7 +43,7 @@ def load_prompts(path: str | Path | None = None, limit: int | None = None) -> li
     """The prompts of ``path`` (default: the shipped set), the first ``limit`` of them if given."""
     path = Path(path) if path is not None else data_path(DEFAULT_PROMPTS)
     prompts = []
-    for number, row in enumerate(read_records(path), 1):
+    for number, row in enumerate(read_json_rows(path, EvaluationError), 1):
         where = f"{path}: row {number}"
         prompt_id = row.get("question_id", row.get("id", number))
         if not isinstance(prompt_id, (int, str)) or isinstance(prompt_id, bool):

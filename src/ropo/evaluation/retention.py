@@ -18,8 +18,9 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from ropo.evaluation.errors import EvaluationError
+from ropo.io import read_json_rows
 from ropo.evaluation.generation import SamplingSettings, generate, render_prompt
-from ropo.evaluation.prompts import Prompt, data_path, read_records
+from ropo.evaluation.prompts import Prompt, data_path
 from ropo.evaluation.scoring import continuation_log_likelihoods
 
 DEFAULT_QA_PROBE = "qa_probe.jsonl"
@@ -41,7 +42,7 @@ class QAResult:
 def load_qa_probe(path: str | Path | None = None) -> list[QAItem]:
     path = Path(path) if path is not None else data_path(DEFAULT_QA_PROBE)
     items = []
-    for number, row in enumerate(read_records(path), 1):
+    for number, row in enumerate(read_json_rows(path, EvaluationError), 1):
         question, answers = row.get("question"), row.get("answers")
         if not (isinstance(question, str) and question.strip()):
             raise EvaluationError(f"{path}: row {number}: 'question' must be a non-empty string")

@@ -16,6 +16,7 @@ from typing import Any
 from datasets import Dataset
 
 from ropo.adapter.errors import RoPOError
+from ropo.io import read_json_rows
 
 COLUMNS = ("prompt", "chosen", "rejected")
 ROLES = ("system", "user", "assistant", "tool")
@@ -40,28 +41,6 @@ def demo_data_path(split: str) -> Path:
     return Path(str(files("ropo.demo_task") / "data" / f"{split}.jsonl"))
 
 
-def _read_json_rows(path: Path) -> list[Any]:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise DataError(f"{path}: line {number}: not valid JSON ({error.msg})") from None
-        return rows
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON ({error})") from None
-    if isinstance(document, dict) and isinstance(document.get("data"), list):
-        document = document["data"]
-    if not isinstance(document, list):
-        raise DataError(f"{path}: expected a JSON list of rows (or {{'data': [...]}})")
-    return document
-
-
 def _read_rows(spec: str, split: str) -> tuple[list[Any], str]:
     """Raw rows and a label naming where they came from."""
     if spec == "demo" or spec.startswith("demo:"):
@@ -69,7 +48,7 @@ def _read_rows(spec: str, split: str) -> tuple[list[Any], str]:
     path = Path(spec)
     if path.is_file():
         if path.suffix in (".jsonl", ".json"):
-            return _read_json_rows(path), str(path)
+            return read_json_rows(path, DataError, objects=False), str(path)
         if path.suffix in (".parquet", ".csv"):
             from datasets import load_dataset
 
