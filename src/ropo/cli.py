@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "ropo.evaluation.commands",
     "ropo.demo_task.commands",
     "ropo.demo.commands",
+    "ropo.bench.commands",
 )
 
 

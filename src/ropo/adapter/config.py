@@ -10,6 +10,7 @@ import torch
 
 from ropo.adapter.errors import RoPOConfigError
 from ropo.rotation.layout import GIVENS_LAYOUTS
+from ropo.rotation.module import ROTATION_BACKENDS
 
 #: Settings that reproduce each paper; explicit options override them.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -45,6 +46,10 @@ class RoPOConfig:
         magnitude: learn a positive per-neuron magnitude m = ‖v_i‖·exp(g_i), g_i = 0 at init.
         adapter_dtype: dtype of the adapter parameters and of the rotation arithmetic; it stays
             fixed when the model is cast (``float32`` by default, also for bf16/fp16 models).
+        rotation_backend: how training applies the rotation: ``"auto"`` (default) uses the fused
+            path (the same Q and gradients, saving only each layer's input: Triton kernels on a
+            CUDA device when triton is installed, a few batched matmuls elsewhere);
+            ``"reference"`` the plain per-stage operators (slower; for checking).
         layers_to_transform: only adapt these layer indices (an int or a list); ``None`` = all.
         layers_pattern: the name of the module list holding the layers (e.g. ``"layers"``, ``"h"``);
             ``None`` recognises the usual names.
@@ -58,6 +63,7 @@ class RoPOConfig:
     givens_layout: str | None = None
     magnitude: bool | None = None
     adapter_dtype: str = "float32"
+    rotation_backend: str = "auto"
     layers_to_transform: list[int] | int | None = None
     layers_pattern: str | None = None
     base_model_name_or_path: str | None = None
@@ -102,6 +108,10 @@ class RoPOConfig:
         if self.adapter_dtype not in ADAPTER_DTYPES:
             raise RoPOConfigError(
                 f"adapter_dtype must be one of {sorted(ADAPTER_DTYPES)}, got {self.adapter_dtype!r}"
+            )
+        if self.rotation_backend not in ROTATION_BACKENDS:
+            raise RoPOConfigError(
+                f"rotation_backend must be one of {ROTATION_BACKENDS}, got {self.rotation_backend!r}"
             )
         layers = self.layers_to_transform
         if isinstance(layers, int) and not isinstance(layers, bool):

@@ -53,6 +53,7 @@ class RoPOLinear(nn.Module):
             givens_layout=config.givens_layout,
             dtype=dtype,
             device=device,
+            backend=config.rotation_backend,
         )
         self.magnitude = (
             NeuronMagnitude(base_layer.out_features, dtype, device) if config.magnitude else None

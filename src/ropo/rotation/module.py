@@ -13,8 +13,15 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ropo.rotation.fused import GivensPlan, fused_operands, fused_rotate, givens_plan
 from ropo.rotation.layout import GivensStage, givens_angle_count, givens_stages
 from ropo.rotation.operators import apply_givens_stage, apply_householder_pair
+from ropo.rotation.triton_rotation import triton_available, triton_rotate
+
+#: How ``OrthogonalRotation.forward`` computes Q·x: ``auto`` takes the fused path (same Q and
+#: gradients, only x saved): Triton kernels on CUDA when triton is installed, batched matmuls
+#: otherwise; ``reference`` the plain operators.
+ROTATION_BACKENDS = ("auto", "reference")
 
 
 class KeepsAdapterDtype(nn.Module):
@@ -44,6 +51,9 @@ class OrthogonalRotation(KeepsAdapterDtype):
       angles            all Givens angles, stage after stage (zeros at init)
       householder_base  one vector per reflection pair, random at init
       householder_offset  moves the pair's second reflection away from its first (zeros at init)
+
+    ``backend`` picks how ``forward`` computes Q·x (see ``ROTATION_BACKENDS``); ``apply``, used for
+    merging and diagnostics, is always the reference.
     """
 
     def __init__(
@@ -53,8 +63,12 @@ class OrthogonalRotation(KeepsAdapterDtype):
         givens_layout: str = "bidirectional",
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
+        if backend not in ROTATION_BACKENDS:
+            raise ValueError(f"rotation backend must be one of {ROTATION_BACKENDS}, got {backend!r}")
+        self.backend = backend
         if householder_reflections < 0 or householder_reflections % 2:
             raise ValueError(
                 "householder_reflections must be an even number >= 0 (reflections come in pairs "
@@ -72,7 +86,8 @@ class OrthogonalRotation(KeepsAdapterDtype):
     def extra_repr(self) -> str:
         return (
             f"dim={self.dim}, householder_reflections={2 * self.householder_base.shape[0]}, "
-            f"givens_layout={self.givens_layout!r}, givens_angles={self.angles.numel()}"
+            f"givens_layout={self.givens_layout!r}, givens_angles={self.angles.numel()}, "
+            f"backend={self.backend!r}"
         )
 
     def _stages(self) -> tuple[GivensStage, ...]:
@@ -101,15 +116,39 @@ class OrthogonalRotation(KeepsAdapterDtype):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Q·x for activations, saving only ``x`` for backward.
+        """Q·x for activations (in the adapter's dtype), saving only ``x`` for backward.
 
         Left to autograd, every stage would keep its own copy of the activations; recomputing the
         stages in backward keeps one tensor per layer, and that tensor is the layer input, which
-        sibling layers (q/k/v) share.
+        sibling layers (q/k/v) share. Both backends do this; ``auto`` is several times faster.
         """
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"rotation of width {self.dim} got input of width {x.shape[-1]}")
+        if self.backend == "auto":
+            plan = givens_plan(self.dim, self.givens_layout, str(self.angles.device))
+            rotate = triton_rotate if x.is_cuda and triton_available(x) else fused_rotate
+            return rotate(x, plan, *self._fused_operands(plan))
         if torch.is_grad_enabled() and (x.requires_grad or self.angles.requires_grad):
             return checkpoint(self.apply, x, use_reentrant=False)
         return self.apply(x)
+
+    def _fused_operands(self, plan: GivensPlan) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The fused path's update vectors and block matrices.
+
+        In training they are rebuilt every forward (autograd needs the graph). Without grad they
+        are cached until a parameter changes (in place or replaced): decoding runs one token at a
+        time, where rebuilding them per call would cost more than the rotation itself.
+        """
+        parameters = (self.angles, self.householder_base, self.householder_offset)
+        if torch.is_grad_enabled() and any(p.requires_grad for p in parameters):
+            return fused_operands(*parameters, plan)
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in parameters)
+        cached = getattr(self, "_inference_operands", None)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, fused_operands(*parameters, plan))
+            self._inference_operands = cached
+        return cached[1]
 
     @torch.no_grad()
     def dense(self) -> torch.Tensor:

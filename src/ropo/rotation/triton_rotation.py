@@ -1,0 +1,342 @@
+"""Triton kernels for the fused rotation: the same Q·x and gradients as ``fused._FusedRotation``.
+
+Why: on a GPU the fused path's batched matmuls are small and each level costs a gather, a bmm and
+a scatter as separate passes over the activations. Here each step is one kernel over tiles of
+rows, taking the very same operands (``fused_operands``) and plan (``givens_plan``):
+
+- a reflection pair, x ↦ x + e·(w₀·x) + b·(w₁·x), in place on a tile of whole rows;
+- a level, gather → ``block × block`` matmul → scatter of one group of coordinates for a tile of
+  rows, in place (groups of a level are disjoint and pad slots are never written).
+
+Backward saves only x and the operands, like the fused path: it reruns the forward keeping each
+step's input, then walks the steps backwards; parameter gradients are per-program partial sums
+reduced with torch, so no atomics are needed. Everything is computed in the operands' dtype (fp32
+in practice, also for bf16/fp16 activations). Triton is imported on first use only (it is an
+optional dependency) and the kernels are jitted then. With ``TRITON_INTERPRET=1`` in the
+environment before triton is first imported (by anything: peft imports it through torch) they
+run in Triton's interpreter on CPU tensors, which is how the tests check them without a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import torch
+
+from ropo.rotation.fused import GivensLevel, GivensPlan
+
+#: ``triton.language``, bound on first use (the kernels below look it up as a module global).
+tl: Any = None
+
+#: Rows per program: a level's 3-d product (rows × block × block) stays in registers at block 16.
+ROW_TILE = 32
+#: Coordinates per chunk when a reflection pair walks along whole rows (at 128 the backward
+#: kernels spill registers on sm_90).
+COLUMN_TILE = 64
+#: Programs to aim for when a reduction over rows is split (enough to fill a large GPU; each
+#: program adds one partial sum to reduce afterwards).
+TARGET_PROGRAMS = 1024
+
+
+def _pair_forward(buf_ptr, update_ptr, rows, dim, ROWS: tl.constexpr, COLUMNS: tl.constexpr):
+    """x ← x + e·(w₀·x) + b·(w₁·x) for ``ROWS`` rows of ``buf`` (rows, dim), in place."""
+    row = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    row_mask = row < rows
+    base = buf_ptr + row.to(tl.int64)[:, None] * dim
+    c0 = tl.zeros([ROWS], dtype=buf_ptr.dtype.element_ty)
+    c1 = tl.zeros([ROWS], dtype=buf_ptr.dtype.element_ty)
+    for start in range(0, dim, COLUMNS):
+        col = start + tl.arange(0, COLUMNS)
+        col_mask = col < dim
+        x = tl.load(base + col[None, :], mask=row_mask[:, None] & col_mask[None, :], other=0.0)
+        w0 = tl.load(update_ptr + 2 * dim + col, mask=col_mask, other=0.0)
+        w1 = tl.load(update_ptr + 3 * dim + col, mask=col_mask, other=0.0)
+        c0 += tl.sum(x * w0[None, :], axis=1)
+        c1 += tl.sum(x * w1[None, :], axis=1)
+    for start in range(0, dim, COLUMNS):
+        col = start + tl.arange(0, COLUMNS)
+        col_mask = col < dim
+        mask = row_mask[:, None] & col_mask[None, :]
+        x = tl.load(base + col[None, :], mask=mask, other=0.0)
+        e = tl.load(update_ptr + col, mask=col_mask, other=0.0)
+        b = tl.load(update_ptr + dim + col, mask=col_mask, other=0.0)
+        tl.store(base + col[None, :], x + e[None, :] * c0[:, None] + b[None, :] * c1[:, None], mask=mask)
+
+
+def _pair_coefficients(
+    x_ptr, grad_ptr, update_ptr, out_ptr, rows, dim, ROWS: tl.constexpr, COLUMNS: tl.constexpr
+):
+    """Per row w₀·x, w₁·x, e·∂y, b·∂y into ``out`` (rows, 4): the scalars a pair's backward needs."""
+    row = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    row_mask = row < rows
+    offset = row.to(tl.int64)[:, None] * dim
+    c0 = tl.zeros([ROWS], dtype=x_ptr.dtype.element_ty)
+    c1 = tl.zeros([ROWS], dtype=x_ptr.dtype.element_ty)
+    p0 = tl.zeros([ROWS], dtype=x_ptr.dtype.element_ty)
+    p1 = tl.zeros([ROWS], dtype=x_ptr.dtype.element_ty)
+    for start in range(0, dim, COLUMNS):
+        col = start + tl.arange(0, COLUMNS)
+        col_mask = col < dim
+        mask = row_mask[:, None] & col_mask[None, :]
+        x = tl.load(x_ptr + offset + col[None, :], mask=mask, other=0.0)
+        g = tl.load(grad_ptr + offset + col[None, :], mask=mask, other=0.0)
+        e = tl.load(update_ptr + col, mask=col_mask, other=0.0)
+        b = tl.load(update_ptr + dim + col, mask=col_mask, other=0.0)
+        w0 = tl.load(update_ptr + 2 * dim + col, mask=col_mask, other=0.0)
+        w1 = tl.load(update_ptr + 3 * dim + col, mask=col_mask, other=0.0)
+        c0 += tl.sum(x * w0[None, :], axis=1)
+        c1 += tl.sum(x * w1[None, :], axis=1)
+        p0 += tl.sum(g * e[None, :], axis=1)
+        p1 += tl.sum(g * b[None, :], axis=1)
+    tl.store(out_ptr + row * 4, c0, mask=row_mask)
+    tl.store(out_ptr + row * 4 + 1, c1, mask=row_mask)
+    tl.store(out_ptr + row * 4 + 2, p0, mask=row_mask)
+    tl.store(out_ptr + row * 4 + 3, p1, mask=row_mask)
+
+
+def _pair_backward(
+    x_ptr, grad_ptr, update_ptr, coefficient_ptr, partial_ptr, rows, dim,
+    ROWS: tl.constexpr, COLUMNS: tl.constexpr,
+):
+    """One chunk of coordinates over every ``num_programs(0)``-th tile of rows.
+
+    y = x + Σ_k u_k (w_k·x): ∂x = ∂y + Σ_k w_k (u_k·∂y) in place on ``grad``, and this program's
+    partial sums of ∂u_k = Σ_t ∂y_t (w_k·x_t), ∂w_k = Σ_t (u_k·∂y_t) x_t into ``partial``.
+    """
+    split, splits = tl.program_id(0), tl.num_programs(0)
+    col = tl.program_id(1) * COLUMNS + tl.arange(0, COLUMNS)
+    col_mask = col < dim
+    w0 = tl.load(update_ptr + 2 * dim + col, mask=col_mask, other=0.0)
+    w1 = tl.load(update_ptr + 3 * dim + col, mask=col_mask, other=0.0)
+    de = tl.zeros([COLUMNS], dtype=x_ptr.dtype.element_ty)
+    db = tl.zeros([COLUMNS], dtype=x_ptr.dtype.element_ty)
+    dw0 = tl.zeros([COLUMNS], dtype=x_ptr.dtype.element_ty)
+    dw1 = tl.zeros([COLUMNS], dtype=x_ptr.dtype.element_ty)
+    for tile in range(split, tl.cdiv(rows, ROWS), splits):
+        row = tile * ROWS + tl.arange(0, ROWS)
+        row_mask = row < rows
+        mask = row_mask[:, None] & col_mask[None, :]
+        offset = row.to(tl.int64)[:, None] * dim + col[None, :]
+        x = tl.load(x_ptr + offset, mask=mask, other=0.0)
+        g = tl.load(grad_ptr + offset, mask=mask, other=0.0)
+        c0 = tl.load(coefficient_ptr + row * 4, mask=row_mask, other=0.0)
+        c1 = tl.load(coefficient_ptr + row * 4 + 1, mask=row_mask, other=0.0)
+        p0 = tl.load(coefficient_ptr + row * 4 + 2, mask=row_mask, other=0.0)
+        p1 = tl.load(coefficient_ptr + row * 4 + 3, mask=row_mask, other=0.0)
+        de += tl.sum(g * c0[:, None], axis=0)
+        db += tl.sum(g * c1[:, None], axis=0)
+        dw0 += tl.sum(x * p0[:, None], axis=0)
+        dw1 += tl.sum(x * p1[:, None], axis=0)
+        tl.store(grad_ptr + offset, g + w0[None, :] * p0[:, None] + w1[None, :] * p1[:, None], mask=mask)
+    out = partial_ptr + split * 4 * dim + col
+    tl.store(out, de, mask=col_mask)
+    tl.store(out + dim, db, mask=col_mask)
+    tl.store(out + 2 * dim, dw0, mask=col_mask)
+    tl.store(out + 3 * dim, dw1, mask=col_mask)
+
+
+def _level_forward(
+    buf_ptr, matrices_ptr, coords_ptr, real_ptr, rows, dim,
+    BLOCK: tl.constexpr, SLOTS: tl.constexpr, ROWS: tl.constexpr,
+):
+    """y_c = M_c·x_c for group c = ``program_id(1)`` of a level on ``ROWS`` rows, in place.
+
+    Only real slots are read and written: a pad slot's column of M_c is zero off its diagonal,
+    and reading it (coordinate 0) could race with the group that writes coordinate 0.
+    """
+    row = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    group = tl.program_id(1)
+    slot = tl.arange(0, SLOTS)
+    slot_mask = slot < BLOCK
+    coord = tl.load(coords_ptr + group * BLOCK + slot, mask=slot_mask, other=0)
+    real = tl.load(real_ptr + group * BLOCK + slot, mask=slot_mask, other=0) != 0
+    matrix = tl.load(
+        matrices_ptr + group * BLOCK * BLOCK + slot[:, None] * BLOCK + slot[None, :],
+        mask=slot_mask[:, None] & slot_mask[None, :], other=0.0,
+    ).to(buf_ptr.dtype.element_ty)
+    mask = (row < rows)[:, None] & real[None, :]
+    pointers = buf_ptr + row.to(tl.int64)[:, None] * dim + coord[None, :]
+    x = tl.load(pointers, mask=mask, other=0.0)
+    tl.store(pointers, tl.sum(matrix[None, :, :] * x[:, None, :], axis=2), mask=mask)
+
+
+def _level_backward(
+    x_ptr, grad_ptr, matrices_ptr, coords_ptr, real_ptr, partial_ptr, rows, dim,
+    BLOCK: tl.constexpr, SLOTS: tl.constexpr, ROWS: tl.constexpr,
+):
+    """Group c = ``program_id(1)`` of a level over every ``num_programs(0)``-th tile of rows.
+
+    ∂x_c = M_cᵀ·∂y_c in place on ``grad`` (real slots only), and this program's partial sum of
+    ∂M_c = Σ_t ∂y_c·x_cᵀ into ``partial`` (slots × slots). Pad slots read coordinate 0 of the
+    level input as the fused path does; their rows of ∂M_c are 0 (their outputs are discarded).
+    """
+    split, splits = tl.program_id(0), tl.num_programs(0)
+    group = tl.program_id(1)
+    slot = tl.arange(0, SLOTS)
+    slot_mask = slot < BLOCK
+    coord = tl.load(coords_ptr + group * BLOCK + slot, mask=slot_mask, other=0)
+    real = tl.load(real_ptr + group * BLOCK + slot, mask=slot_mask, other=0) != 0
+    matrix = tl.load(
+        matrices_ptr + group * BLOCK * BLOCK + slot[:, None] * BLOCK + slot[None, :],
+        mask=slot_mask[:, None] & slot_mask[None, :], other=0.0,
+    ).to(x_ptr.dtype.element_ty)
+    accumulated = tl.zeros([SLOTS, SLOTS], dtype=x_ptr.dtype.element_ty)
+    for tile in range(split, tl.cdiv(rows, ROWS), splits):
+        row = tile * ROWS + tl.arange(0, ROWS)
+        row_mask = (row < rows)[:, None]
+        offset = row.to(tl.int64)[:, None] * dim + coord[None, :]
+        x = tl.load(x_ptr + offset, mask=row_mask & slot_mask[None, :], other=0.0)
+        g = tl.load(grad_ptr + offset, mask=row_mask & real[None, :], other=0.0)
+        accumulated += tl.sum(g[:, :, None] * x[:, None, :], axis=0)
+        dx = tl.sum(matrix[None, :, :] * g[:, :, None], axis=1)
+        tl.store(grad_ptr + offset, dx, mask=row_mask & real[None, :])
+    out = partial_ptr + (split * tl.num_programs(1) + group) * SLOTS * SLOTS
+    tl.store(out + slot[:, None] * SLOTS + slot[None, :], accumulated)
+
+
+@functools.lru_cache(maxsize=None)
+def _triton() -> ModuleType | None:
+    """``triton`` if it imports (it is an optional dependency), else None."""
+    try:
+        import triton
+    except ImportError:
+        return None
+    return triton
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels() -> SimpleNamespace:
+    """The jitted kernels (interpreted ones under ``TRITON_INTERPRET=1``), built on first use."""
+    global tl
+    import triton
+    import triton.language
+
+    tl = triton.language
+    kernels = (_pair_forward, _pair_coefficients, _pair_backward, _level_forward, _level_backward)
+    return SimpleNamespace(**{kernel.__name__.lstrip("_"): triton.jit(kernel) for kernel in kernels})
+
+
+def triton_available(x: torch.Tensor) -> bool:
+    """Whether ``triton_rotate`` can rotate ``x``: triton imports and x is on a CUDA device, or
+    ``TRITON_INTERPRET=1`` asks for Triton's interpreter (CPU tensors; for tests)."""
+    return _triton() is not None and (x.is_cuda or bool(_triton().knobs.runtime.interpret))
+
+
+def _splits(tiles: int, parallel: int) -> int:
+    """Programs a reduction over ``tiles`` row tiles is split into, next to ``parallel`` others."""
+    return max(1, min(tiles, TARGET_PROGRAMS // parallel))
+
+
+def _slots(level: GivensLevel, dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The coordinate each slot reads and whether it is written back (1) or a pad slot (0)."""
+    size = level.blocks * level.block
+    coords = torch.arange(dim, device=device) if level.coords is None else level.coords
+    if level.real_slots is None:
+        return coords, torch.ones(size, dtype=torch.int8, device=device)
+    real = torch.zeros(size, dtype=torch.int8, device=device)
+    return coords, real.index_fill_(0, level.real_slots, 1)
+
+
+def _slot_count(block: int) -> int:
+    """A level's slots per group rounded up to a power of two (``tl.arange`` needs one)."""
+    return 1 << (block - 1).bit_length()
+
+
+def _forward(
+    x: torch.Tensor,
+    levels: tuple[GivensLevel, ...],
+    updates: torch.Tensor,
+    blocks: tuple[torch.Tensor, ...],
+    keep: list[torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Q·x on rows (tokens, dim) in the operands' dtype; with ``keep``, every step's input."""
+    kernels = _kernels()
+    buf = x.to(dtype=updates.dtype, memory_format=torch.contiguous_format, copy=True)
+    rows, dim = buf.shape
+    tiles = -(-rows // ROW_TILE)
+    for update in updates:
+        if keep is not None:
+            keep.append(buf.clone())
+        kernels.pair_forward[(tiles,)](buf, update, rows, dim, ROWS=ROW_TILE, COLUMNS=COLUMN_TILE)
+    for level, matrices in zip(levels, blocks):
+        if keep is not None:
+            keep.append(buf.clone())
+        coords, real = _slots(level, dim, buf.device)
+        kernels.level_forward[(tiles, level.blocks)](
+            buf, matrices.contiguous(), coords, real, rows, dim,
+            BLOCK=level.block, SLOTS=_slot_count(level.block), ROWS=ROW_TILE,
+        )
+    return buf
+
+
+def _level_gradients(
+    level_input: torch.Tensor, grad: torch.Tensor, level: GivensLevel, matrices: torch.Tensor
+) -> torch.Tensor:
+    """∂M of one level (blocks, b, b); turns ``grad`` into the gradient of the level's input."""
+    rows, dim = grad.shape
+    slots = _slot_count(level.block)
+    splits = _splits(-(-rows // ROW_TILE), level.blocks)
+    partial = grad.new_empty(splits, level.blocks, slots, slots)
+    coords, real = _slots(level, dim, grad.device)
+    _kernels().level_backward[(splits, level.blocks)](
+        level_input, grad, matrices.contiguous(), coords, real, partial, rows, dim,
+        BLOCK=level.block, SLOTS=slots, ROWS=ROW_TILE,
+    )
+    return partial.sum(0)[:, : level.block, : level.block].to(matrices.dtype)
+
+
+def _pair_gradients(pair_input: torch.Tensor, grad: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+    """∂update of one reflection pair (4, dim); turns ``grad`` into the gradient of its input."""
+    rows, dim = grad.shape
+    kernels = _kernels()
+    tiles, chunks = -(-rows // ROW_TILE), -(-dim // COLUMN_TILE)
+    coefficients = grad.new_empty(rows, 4)
+    kernels.pair_coefficients[(tiles,)](
+        pair_input, grad, update, coefficients, rows, dim, ROWS=ROW_TILE, COLUMNS=COLUMN_TILE
+    )
+    splits = _splits(tiles, chunks)
+    partial = grad.new_empty(splits, 4, dim)
+    kernels.pair_backward[(splits, chunks)](
+        pair_input, grad, update, coefficients, partial, rows, dim, ROWS=ROW_TILE, COLUMNS=COLUMN_TILE
+    )
+    return partial.sum(0).to(update.dtype)
+
+
+class _TritonRotation(torch.autograd.Function):
+    """Q·x saving only x and the operands; backward reruns the forward keeping each step's input
+    (as ``_FusedRotation`` does per tile) and walks the steps backwards."""
+
+    @staticmethod
+    def forward(ctx, x, levels, updates, *blocks):
+        ctx.levels = levels
+        ctx.save_for_backward(x, updates, *blocks)
+        return _forward(x, levels, updates.contiguous(), blocks)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, updates, *blocks = ctx.saved_tensors
+        updates = updates.contiguous()
+        inputs: list[torch.Tensor] = []
+        _forward(x, ctx.levels, updates, blocks, inputs)
+        # An own copy: each step turns it, in place, into the gradient of its input.
+        grad = grad_output.to(dtype=updates.dtype, memory_format=torch.contiguous_format, copy=True)
+        block_grads: list[torch.Tensor] = []
+        for level, matrices in reversed(list(zip(ctx.levels, blocks))):
+            block_grads.insert(0, _level_gradients(inputs.pop(), grad, level, matrices))
+        update_grads = torch.zeros_like(updates)
+        for index in reversed(range(updates.shape[0])):
+            update_grads[index] = _pair_gradients(inputs.pop(), grad, updates[index])
+        grad_x = grad.to(x.dtype) if ctx.needs_input_grad[0] else None
+        return (grad_x, None, update_grads, *block_grads)
+
+
+def triton_rotate(
+    x: torch.Tensor, plan: GivensPlan, updates: torch.Tensor, blocks: tuple[torch.Tensor, ...]
+) -> torch.Tensor:
+    """``fused_rotate`` with Triton kernels: Q·x for every row of ``x`` (..., dim) in the operands'
+    dtype, the same gradients for x, ``updates`` and ``blocks``, only x saved for backward."""
+    shape = x.shape
+    rotated = _TritonRotation.apply(x.reshape(-1, shape[-1]), plan.levels, updates, *blocks)
+    return rotated.reshape(shape)
