@@ -23,3 +23,18 @@ def train_steps(model: torch.nn.Module, token_ids: torch.Tensor, steps: int = 5,
         optimizer.step()
         optimizer.zero_grad()
     model.eval()
+
+
+def saved_activations(run, x: torch.Tensor) -> list[torch.Tensor]:
+    """Tensors autograd saves while ``run()`` builds its graph that are at least as large as
+    ``x``; ``run`` returns the output, whose sum is then backpropagated."""
+    saved = []
+
+    def pack(tensor):
+        if tensor.numel() >= x.numel():
+            saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        run().sum().backward()
+    return saved

@@ -9,6 +9,8 @@ from ropo.rotation import fused as fused_module
 from ropo.rotation.fused import fused_operands, fused_rotate, givens_plan
 from ropo.tiny_models import tiny_causal_lm
 
+from conftest import saved_activations
+
 
 def _pair(dim: int, layout: str, reflections: int, seed: int, dtype=torch.float32):
     """A randomised reference rotation and a fused one with the very same parameters."""
@@ -144,24 +146,10 @@ def test_level_plan_covers_every_stage_once_within_block_size(dim, layout):
         assert levels[0].coords is None
 
 
-def _saved_activations(module, x):
-    """Tensors autograd saves during ``module(x)`` that are at least as large as ``x``."""
-    saved = []
-
-    def pack(tensor):
-        if tensor.numel() >= x.numel():
-            saved.append(tensor)
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        module(x).sum().backward()
-    return saved
-
-
 def test_fused_saves_only_its_input():
     rotation = _pair(256, "bidirectional", 2, seed=5)[1]
     x = torch.randn(64, 256, requires_grad=True)
-    saved = _saved_activations(rotation, x)
+    saved = saved_activations(lambda: rotation(x), x)
     assert len(saved) == 1 and saved[0].data_ptr() == x.data_ptr()
 
 

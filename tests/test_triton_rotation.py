@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import saved_activations
 
 pytest.importorskip("triton")
 
@@ -196,15 +197,7 @@ def test_triton_saves_only_its_input():
     rotation = _reference(64, "butterfly", 2, seed=5)
     plan = givens_plan(64, "butterfly", DEVICE)
     x = torch.randn(32, 64, device=DEVICE, requires_grad=True)
-    saved = []
-
-    def pack(tensor):
-        if tensor.numel() >= x.numel():
-            saved.append(tensor)
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        triton_rotate(x, plan, *fused_operands(*rotation.parameters(), plan)).sum().backward()
+    saved = saved_activations(lambda: triton_rotate(x, plan, *fused_operands(*rotation.parameters(), plan)), x)
     assert len(saved) == 1 and saved[0].data_ptr() == x.data_ptr()
 
 
