@@ -22,6 +22,9 @@ def test_quick_demo_writes_every_output(tmp_path):
     for method in ("ropo", "dpo", "lora"):
         assert (out / "runs" / method / "metrics.jsonl").is_file()
     assert (out / "eval" / "eval.json").is_file()
+    table = (out / "summary.md").read_text().splitlines()
+    assert [line.split(" | ")[0] for line in table[2:]] == ["| base", "| ropo", "| dpo", "| lora"]
+    assert f"{metrics['ropo']['trainable_params']:,d}" in table[3]
 
     # Run again: finished runs are reused, not retrained.
     before = (out / "runs" / "ropo" / "train_summary.json").read_text()

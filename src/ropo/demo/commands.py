@@ -7,10 +7,8 @@ from pathlib import Path
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ropo.demo.modes import MODES
+    from ropo.demo.modes import METHODS, MODES
     from ropo.demo.run import run_demo
-
-    from ropo.demo.modes import METHODS
 
     methods = args.methods.split(",")
     unknown = [m for m in methods if m not in METHODS]
@@ -18,6 +16,7 @@ def _demo(args: argparse.Namespace) -> int:
         raise SystemExit(f"ropo demo: error: unknown method(s) {unknown}; choose from {list(METHODS)}")
     mode = "quick" if args.quick else "full" if args.full else "default"
     result = run_demo(Path(args.out), MODES[mode], model=args.model, methods=methods, seed=args.seed)
+    print(result.summary.read_text(encoding="utf-8"))
     print(f"[demo] report: {result.report}")
     print(f"[demo] metrics: {result.metrics}")
     return 0

@@ -13,6 +13,7 @@ from ropo.demo.modes import LEARNING_RATES, METHODS, DemoMode
 from ropo.io import atomic_write_text
 
 METRICS_FILE = "metrics.json"
+SUMMARY_FILE = "summary.md"
 #: The contract other tools read: every value is a number.
 CONTRACT_KEYS = ("win_rate", "mean_length", "distinct_2", "self_bleu", "retention_accuracy", "he_change",
                  "trainable_params", "train_seconds")
@@ -22,6 +23,7 @@ CONTRACT_KEYS = ("win_rate", "mean_length", "distinct_2", "self_bleu", "retentio
 class DemoResult:
     report: Path
     metrics: Path
+    summary: Path
 
 
 def demo_recipe(method: str, mode: DemoMode, model: str, output_dir: Path, seed: int):
@@ -125,6 +127,7 @@ def evaluate_all(runs: dict[str, Path], mode: DemoMode, model: str, out: Path, s
             "trainable_params": trained["trainable_params"],
             "train_seconds": trained["train_seconds"],
             "kl_to_reference": metrics["kl_to_reference"],
+            "retention_logprob_change": metrics["qa_answer_logprob_change"],
             "orthogonality_error": metrics["orthogonality_error"],
         }
     for name, values in summary.items():
@@ -135,6 +138,33 @@ def evaluate_all(runs: dict[str, Path], mode: DemoMode, model: str, out: Path, s
     return summary
 
 
+#: The summary table's columns: (key in metrics.json, header, format).
+SUMMARY_COLUMNS = (
+    ("win_rate", "win rate vs base", ".1%"),
+    ("judge_score", "judge score", ".3f"),
+    ("mean_length", "mean length (tokens)", ".1f"),
+    ("hit_limit_rate", "hit length limit", ".0%"),
+    ("distinct_2", "distinct-2", ".3f"),
+    ("self_bleu", "self-BLEU", ".1f"),
+    ("retention_accuracy", "QA retention", ".1%"),
+    ("retention_logprob_change", "QA answer log-lik. change", "+.3f"),
+    ("kl_to_reference", "KL to base", ".3g"),
+    ("he_change", "HE change (mean abs, rel.)", ".1e"),
+    ("trainable_params", "trainable params", ",d"),
+    ("train_seconds", "train time (s)", ".0f"),
+)
+
+
+def summary_table(summary: dict[str, dict[str, Any]]) -> str:
+    """``metrics.json`` as a markdown table, one row per method ("–" where a value does not apply)."""
+    lines = ["| method | " + " | ".join(header for _, header, _ in SUMMARY_COLUMNS) + " |",
+             "|---|" + "---:|" * len(SUMMARY_COLUMNS)]
+    for name, values in summary.items():
+        cells = ["–" if values.get(key) is None else format(values[key], fmt) for key, _, fmt in SUMMARY_COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def run_demo(out: Path, mode: DemoMode, model: str = "default", methods: Sequence[str] = tuple(METHODS), seed: int = 0) -> DemoResult:
     from ropo.evaluation import build_report
 
@@ -142,4 +172,5 @@ def run_demo(out: Path, mode: DemoMode, model: str = "default", methods: Sequenc
     summary = evaluate_all(runs, mode, model, out, seed)
     report, _ = build_report([*runs.values(), out / "eval"], out / "report")
     metrics_path = atomic_write_text(out / METRICS_FILE, json.dumps(summary, indent=2) + "\n")
-    return DemoResult(report, metrics_path)
+    table = atomic_write_text(out / SUMMARY_FILE, summary_table(summary))
+    return DemoResult(report, metrics_path, table)
