@@ -3,11 +3,13 @@
 import json
 import math
 
+import pytest
+
 from ropo.cli import main as ropo_main
 from ropo.demo.run import CONTRACT_KEYS
 
 
-def test_quick_demo_writes_every_output(tmp_path):
+def test_quick_demo_writes_every_output(tmp_path, capsys):
     out = tmp_path / "demo"
     assert ropo_main(["demo", "--quick", "--model", "tiny:llama", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -30,3 +32,11 @@ def test_quick_demo_writes_every_output(tmp_path):
     before = (out / "runs" / "ropo" / "train_summary.json").read_text()
     assert ropo_main(["demo", "--quick", "--model", "tiny:llama", "--out", str(out), "--methods", "ropo"]) == 0
     assert (out / "runs" / "ropo" / "train_summary.json").read_text() == before
+
+    # A finished run is never reused for other settings, and --set is checked before anything runs.
+    capsys.readouterr()
+    assert ropo_main(["demo", "--quick", "--model", "tiny:llama", "--out", str(out), "--methods", "ropo",
+                      "--set", "ropo:training.beta=0.2"]) == 2
+    assert "runs/ropo was trained with other settings (in ['training'])" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="expected METHOD:KEY=VALUE"):
+        ropo_main(["demo", "--quick", "--out", str(out), "--methods", "ropo", "--set", "lora:training.beta=0.2"])

@@ -14,8 +14,14 @@ def _demo(args: argparse.Namespace) -> int:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise SystemExit(f"ropo demo: error: unknown method(s) {unknown}; choose from {list(METHODS)}")
+    overrides: dict[str, list[str]] = {}
+    for item in args.set:
+        method, sep, override = item.partition(":")
+        if not sep or method not in methods or "=" not in override:
+            raise SystemExit(f"ropo demo: error: --set {item!r}: expected METHOD:KEY=VALUE with METHOD one of {methods}")
+        overrides.setdefault(method, []).append(override)
     mode = "quick" if args.quick else "full" if args.full else "default"
-    result = run_demo(Path(args.out), MODES[mode], model=args.model, methods=methods, seed=args.seed)
+    result = run_demo(Path(args.out), MODES[mode], model=args.model, methods=methods, seed=args.seed, overrides=overrides)
     print(result.summary.read_text(encoding="utf-8"))
     print(f"[demo] report: {result.report}")
     print(f"[demo] metrics: {result.metrics}")
@@ -39,4 +45,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--model", default="default", help="base model (default: SmolLM2-135M-Instruct)")
     demo.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {','.join(METHODS)}")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--set", action="append", default=[], metavar="METHOD:KEY=VALUE",
+                      help="a recipe override for one method, as for ropo train (e.g. dpo:training.learning_rate=5e-5); repeatable")
     demo.set_defaults(func=_demo)

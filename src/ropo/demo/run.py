@@ -26,8 +26,9 @@ class DemoResult:
     summary: Path
 
 
-def demo_recipe(method: str, mode: DemoMode, model: str, output_dir: Path, seed: int):
-    """One method's recipe: the same data, steps, batch, schedule and β for every method."""
+def demo_recipe(method: str, mode: DemoMode, model: str, output_dir: Path, seed: int, extra: Sequence[str] = ()):
+    """One method's recipe: the same data, steps, batch, schedule and β for every method, then
+    ``extra`` overrides (``key=value``, as for ``ropo train``) for this method only."""
     from ropo.training.recipe import load_recipe
 
     trained_as = METHODS[method]
@@ -46,7 +47,7 @@ def demo_recipe(method: str, mode: DemoMode, model: str, output_dir: Path, seed:
         "sample_every": mode.max_steps, "sample_prompts": 4, "sample_max_new_tokens": mode.max_new_tokens,
         "metrics_every": max(1, mode.max_steps // 2),
     }
-    return load_recipe(None, [f"{key}={json.dumps(value)}" for key, value in overrides.items()])
+    return load_recipe(None, [f"{key}={json.dumps(value)}" for key, value in overrides.items()] + list(extra))
 
 
 def _has_complete_checkpoint(run_dir: Path) -> bool:
@@ -60,16 +61,26 @@ def _has_complete_checkpoint(run_dir: Path) -> bool:
     return True
 
 
-def train_all(methods: Sequence[str], mode: DemoMode, model: str, out: Path, seed: int) -> dict[str, Path]:
-    """Train each method unless its run already finished; an interrupted run resumes."""
-    from ropo.training.run import final_weights_dir, train
+def train_all(
+    methods: Sequence[str], mode: DemoMode, model: str, out: Path, seed: int,
+    overrides: dict[str, list[str]] | None = None,
+) -> dict[str, Path]:
+    """Train each method unless its run already finished; an interrupted run resumes.
+
+    A finished run made with other settings is never reused: that is an error naming them.
+    """
+    from ropo.training.recipe import RecipeError
+    from ropo.training.run import final_weights_dir, recipe_differences, train
 
     runs = {}
     for method in methods:
         run_dir = out / "runs" / method
-        recipe = demo_recipe(method, mode, model, run_dir, seed)
+        recipe = demo_recipe(method, mode, model, run_dir, seed, (overrides or {}).get(method, ()))
         runs[method] = run_dir
         if final_weights_dir(run_dir, recipe.method).is_dir():
+            changed = recipe_differences(run_dir, recipe)
+            if changed:
+                raise RecipeError(f"{run_dir} was trained with other settings (in {changed}): choose another --out or delete it")
             print(f"[demo] {method}: already trained in {run_dir}")
             continue
         resume = _has_complete_checkpoint(run_dir)
@@ -165,10 +176,14 @@ def summary_table(summary: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_demo(out: Path, mode: DemoMode, model: str = "default", methods: Sequence[str] = tuple(METHODS), seed: int = 0) -> DemoResult:
+def run_demo(
+    out: Path, mode: DemoMode, model: str = "default", methods: Sequence[str] = tuple(METHODS), seed: int = 0,
+    overrides: dict[str, list[str]] | None = None,
+) -> DemoResult:
+    """Train, evaluate, report. ``overrides`` maps a method to extra recipe overrides for it."""
     from ropo.evaluation import build_report
 
-    runs = train_all(methods, mode, model, out, seed)
+    runs = train_all(methods, mode, model, out, seed, overrides)
     summary = evaluate_all(runs, mode, model, out, seed)
     report, _ = build_report([*runs.values(), out / "eval"], out / "report")
     metrics_path = atomic_write_text(out / METRICS_FILE, json.dumps(summary, indent=2) + "\n")

@@ -69,10 +69,16 @@ def _check_resumable(run_dir: Path, recipe: Recipe, resume: bool) -> None:
         return
     if not saved.exists():
         raise RecipeError(f"--resume: {run_dir} holds no run to resume")
-    before = yaml.safe_load(saved.read_text())
-    changed = sorted(k for k in set(before) | set(recipe.to_dict()) if before.get(k) != recipe.to_dict().get(k))
+    changed = recipe_differences(run_dir, recipe)
     if changed:
         raise RecipeError(f"--resume: the recipe differs from the one {run_dir} was started with, in {changed}")
+
+
+def recipe_differences(run_dir: Path, recipe: Recipe) -> list[str]:
+    """The top-level recipe sections in which ``recipe`` differs from the one ``run_dir`` was started with."""
+    before = yaml.safe_load((run_dir / RECIPE_FILE).read_text())
+    now = recipe.to_dict()
+    return sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
 
 
 def last_complete_checkpoint(run_dir: Path) -> Path:
