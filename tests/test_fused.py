@@ -192,18 +192,24 @@ def test_both_backends_train_a_model_identically(token_ids):
 
 def test_inference_reuses_operands_until_a_parameter_changes():
     """Decoding calls the rotation once per token: without grad the operands are built once, and
-    an optimizer step (an in-place update) must still be seen by the next call."""
+    a change of the parameters must still be seen by the next call, whether it comes from an
+    optimizer step or from a write through ``.data`` (which no version counter records)."""
     reference, fused = _pair(40, "bidirectional", 2, seed=5)
+    plan = givens_plan(40, "bidirectional")
     x = torch.randn(3, 40)
     with torch.no_grad():
         first = fused(x)
-        assert fused._fused_operands(givens_plan(40, "bidirectional"))[1][0] is fused._inference_operands[1][1][0]
+        assert fused._fused_operands(plan)[1][0] is fused._inference_operands[1][1][0]  # reused
         torch.testing.assert_close(first, reference(x), rtol=0, atol=1e-5)
     optimizer = torch.optim.SGD(fused.parameters(), lr=0.5)
     (fused(torch.randn(5, 40)) ** 3).sum().backward()
     optimizer.step()
+    fused.angles.data[0] += 0.25
     reference.load_state_dict(fused.state_dict())
     with torch.no_grad():
         after = fused(x)
         assert not torch.allclose(after, first, atol=1e-4)
         torch.testing.assert_close(after, reference(x), rtol=0, atol=1e-5)
+        fused.angles.data[1] -= 0.25
+        reference.load_state_dict(fused.state_dict())
+        torch.testing.assert_close(fused(x), reference(x), rtol=0, atol=1e-5)

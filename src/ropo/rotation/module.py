@@ -136,17 +136,21 @@ class OrthogonalRotation(KeepsAdapterDtype):
         """The fused path's update vectors and block matrices.
 
         In training they are rebuilt every forward (autograd needs the graph). Without grad they
-        are cached until a parameter changes (in place or replaced): decoding runs one token at a
-        time, where rebuilding them per call would cost more than the rotation itself.
+        are cached for as long as the parameters hold the values they were built from: decoding
+        runs one token at a time, where rebuilding them per call would cost more than the
+        rotation itself. The values are compared, not version counters, because trainers and
+        loaders also write through ``.data``, which no counter sees.
         """
         parameters = (self.angles, self.householder_base, self.householder_offset)
         if torch.is_grad_enabled() and any(p.requires_grad for p in parameters):
             return fused_operands(*parameters, plan)
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in parameters)
         cached = getattr(self, "_inference_operands", None)
-        if cached is None or cached[0] != key:
+        if cached is None or not all(
+            built.dtype == p.dtype and built.device == p.device and torch.equal(built, p)
+            for built, p in zip(cached[0], parameters)
+        ):
             with torch.no_grad():
-                cached = (key, fused_operands(*parameters, plan))
+                cached = (tuple(p.detach().clone() for p in parameters), fused_operands(*parameters, plan))
             self._inference_operands = cached
         return cached[1]
 
