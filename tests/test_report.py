@@ -76,6 +76,13 @@ def test_report_has_every_run_and_plot(report_inputs):
     summary = json.loads(metrics.read_text())
     assert [r["name"] for r in summary["runs"]] == ["ropo", "dpo-full", "sft"]
     assert summary["plots"] == PLOTS
+    # The same images as PNG files, for pages that embed them.
+    files = [output / name for name in summary["plot_files"]]
+    assert [f.name for f in files] == [
+        "reward-margin-over-training.png", "chosen-and-rejected-rewards-over-training.png",
+        "generation-length-over-training.png", "win-rate-vs-length.png", "he-change-per-layer.png",
+    ]
+    assert [base64.b64encode(f.read_bytes()).decode() for f in files] == [data for _, data in images]
     ropo = summary["runs"][0]["metrics"]
     assert ropo["reward_margin"] == pytest.approx(0.5) and ropo["win_rate"] == 0.61  # last logged margin: 0.01 × 50
 

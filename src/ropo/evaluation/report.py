@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 from ropo.evaluation.errors import EvaluationError
 from ropo.evaluation.evaluate import EVAL_FILE
 from ropo.evaluation.plots import WIDE_FIGURES, Series, all_figures
-from ropo.io import atomic_write_text
+from ropo.io import atomic_write, atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"  # written by `ropo train` in each run directory
 REPORT_FILE = "report.html"
@@ -258,8 +259,14 @@ def render_html(
 """
 
 
+def plot_file_name(title: str) -> str:
+    """``plots/win-rate-vs-length.png`` for the figure titled "Win rate vs length"."""
+    return "plots/" + "-".join(re.findall(r"[a-z0-9]+", title.lower())) + ".png"
+
+
 def build_report(paths: Sequence[str | Path], output_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``report.html`` and ``metrics.json`` for the runs and eval results at ``paths``."""
+    """Write ``report.html`` (plots inline, so it travels as one file), ``metrics.json`` and each
+    plot as a PNG under ``plots/`` (for pages that embed them) for the runs and eval results at ``paths``."""
     runs, documents = collect_runs(paths)
     figures = all_figures(_series(runs))
     columns = shown_columns(runs)
@@ -269,9 +276,12 @@ def build_report(paths: Sequence[str | Path], output_dir: str | Path) -> tuple[P
         "columns": [{"key": c.key, "label": c.label, "direction": c.direction} for c in columns],
         "best": best,
         "plots": list(figures),
+        "plot_files": [plot_file_name(title) for title in figures],
         "evaluations": documents,
     }
     output_dir = Path(output_dir)
+    for title, png in figures.items():
+        atomic_write(output_dir / plot_file_name(title), lambda tmp, png=png: Path(tmp).write_bytes(png))
     report = atomic_write_text(output_dir / REPORT_FILE, render_html(runs, documents, figures, columns, best))
     metrics = atomic_write_text(output_dir / SUMMARY_FILE, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return report, metrics
