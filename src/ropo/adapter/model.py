@@ -106,6 +106,20 @@ class RoPOModel(nn.Module):
         for layer in self.adapter_layers().values():
             layer.unmerge()
 
+    @contextlib.contextmanager
+    def merged(self) -> Iterator[None]:
+        """Within this block the adapters are folded into the weights, so inference (e.g. token
+        by token generation) costs exactly the base model's; afterwards the weights are restored
+        bit for bit. Layers that were already merged stay merged."""
+        was_merged = {name for name, layer in self.adapter_layers().items() if layer.merged}
+        self.merge_adapter()
+        try:
+            yield
+        finally:
+            for name, layer in self.adapter_layers().items():
+                if name not in was_merged:
+                    layer.unmerge()
+
     def merge_and_unload(self) -> nn.Module:
         """The wrapped model with merged plain ``nn.Linear`` layers (no ropo code left in it)."""
         layers = self.adapter_layers()
