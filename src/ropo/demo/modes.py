@@ -2,7 +2,7 @@
 
 Sized for a 2-core CPU, where a training step of SmolLM2-135M-Instruct on four pairs of up to 256
 tokens takes about 5–10 s and sampled answers about 1–2 s each: ``--quick`` (under 3 minutes) only
-checks that the whole pipeline runs, the default (about 15 minutes) trains 12 steps, and ``--full``
+checks that the whole pipeline runs, the default (about 10 minutes) trains 12 steps, and ``--full``
 one epoch of the 155 training pairs with every test prompt evaluated (measured times in the README).
 """
 
