@@ -5,6 +5,8 @@ import pickle
 
 import pytest
 import torch
+from accelerate.utils import is_peft_model
+from peft import PeftModel
 from torch import nn
 
 from conftest import train_steps
@@ -49,7 +51,7 @@ def test_target_selection_by_regex_and_layer_index():
 def test_base_is_frozen_and_only_adapter_trains():
     model = get_ropo_model(tiny_causal_lm())
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable and all((".rotation." in n or ".magnitude." in n) for n in trainable)
+    assert trainable and all((".ropo_rotation." in n or ".ropo_magnitude." in n) for n in trainable)
     assert model.get_nb_trainable_parameters()[0] == sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
@@ -130,7 +132,7 @@ def test_save_and_load_round_trip(tmp_path, token_ids):
     with torch.no_grad():
         expected = model(token_ids).logits
     model.save_pretrained(tmp_path / "adapter")
-    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert {p.name for p in (tmp_path / "adapter").iterdir()} == {"adapter_config.json", "adapter_model.safetensors", "README.md"}
     loaded = RoPOModel.from_pretrained(tiny_causal_lm("qwen2"), tmp_path / "adapter")
     with torch.no_grad():
         assert torch.equal(loaded(token_ids).logits, expected)
@@ -143,7 +145,7 @@ def test_adapter_directory_loads_its_own_base(tmp_path, token_ids):
     base = tiny_causal_lm()
     base.save_pretrained(tmp_path / "base")
     model = get_ropo_model(tiny_causal_lm().from_pretrained(tmp_path / "base"))
-    assert model.ropo_config.base_model_name_or_path == str(tmp_path / "base")
+    assert model.peft_config["default"].base_model_name_or_path == str(tmp_path / "base")
     train_steps(model, token_ids)
     model.save_pretrained(tmp_path / "adapter")
     loaded = AutoRoPOModelForCausalLM.from_pretrained(tmp_path / "adapter")
@@ -179,7 +181,7 @@ def test_deepcopy_and_pickle_preserve_the_model(token_ids):
     with torch.no_grad():
         expected = model(token_ids).logits
         for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
-            assert isinstance(clone, RoPOModel)
+            assert isinstance(clone, PeftModel) and isinstance(clone.base_model, RoPOModel)
             assert torch.equal(clone(token_ids).logits, expected)
 
 
@@ -201,7 +203,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(token_ids):
 def test_generate_and_config_fall_through(token_ids):
     model = get_ropo_model(tiny_causal_lm())
     assert model.config.model_type == "llama"
-    assert type(model.base_model).__name__ == "LlamaModel"  # the backbone, as TRL expects
+    assert is_peft_model(model)  # so TRL takes its PEFT path (adapter-disabled reference)
     out = model.generate(token_ids[:, :4], max_new_tokens=3, do_sample=False, pad_token_id=0)
     assert out.shape == (2, 7)
 

@@ -95,7 +95,7 @@ def test_other_file_types_and_folders(tmp_path):
 
 def test_csv_empty_cell_is_named(tmp_path):
     (tmp_path / "p.csv").write_text("prompt,chosen,rejected\nhi,a,b\nhey,,b\n")
-    with pytest.raises(DataError, match=r"p\.csv: 1 problem\(s\):\n  row 2: 'chosen' is missing"):
+    with pytest.raises(DataError, match=r"p\.csv: 1 problem\(s\):\n  row 2: 'chosen' is empty"):
         load_preference_data(str(tmp_path / "p.csv"))
 
 
@@ -107,7 +107,7 @@ def test_rows_over_max_length_are_counted_and_prompt_truncated(tmp_path):
         fitted, report = fit_to_max_length(data, tokenizer, max_length=40)
     assert report.truncated_prompts == 1 and report.rows == 2
     prompt = fitted.dataset[1]["prompt"]
-    assert prompt.endswith(" keep the end") and len(prompt) == 40 - len(GOOD["chosen"]) - 2
+    assert prompt.endswith(" keep the end") and len(prompt) == 40 - len(GOOD["chosen"]) - 1  # and TRL's EOS
     assert fitted.dataset[0] == GOOD and fitted.dataset[1]["chosen"] == GOOD["chosen"]
     assert report.mean_chosen_tokens == len(GOOD["chosen"])
 
@@ -127,3 +127,59 @@ def test_conversational_rows_over_max_length_lose_their_oldest_turns(tmp_path):
     assert prompt[-1]["content"] == "Say hi." and all("a" * 60 != m["content"] for m in prompt)
     full = tokenizer.apply_chat_template(prompt + row["chosen"], tokenize=True, return_dict=True)["input_ids"]
     assert len(full) <= 60
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"", r"p\.csv: empty file"),
+        (b"prompt,chosen,rejected\n", r"p\.csv: only a header line \(prompt,chosen,rejected\), no rows"),
+        (b"prompt,chosen,rejected\nhi,a,b\nhey,a,b,extra\n", r"p\.csv: line 3: 4 fields, the header has 3"),
+        (b"prompt,chosen,rejected\nhi,a\n", r"p\.csv: line 2: 2 fields, the header has 3"),
+        (b"prompt,chosen,rejected\ncaf\xe9,a,b\n", r"p\.csv: line 2: not UTF-8 text \(byte 0xe9\); save the file as UTF-8"),
+    ],
+)
+def test_bad_csv_files_are_named(tmp_path, text, message):
+    (tmp_path / "p.csv").write_bytes(text)
+    with pytest.raises(DataError, match=message):
+        load_preference_data(str(tmp_path / "p.csv"))
+
+
+def test_unreadable_data_is_named(tmp_path):
+    (tmp_path / "p.jsonl").write_bytes(json.dumps(GOOD).encode() + b"\n" + b'{"prompt": "\xff"}\n')
+    with pytest.raises(DataError, match=r"p\.jsonl: line 2: not UTF-8 text \(byte 0xff\)"):
+        load_preference_data(str(tmp_path / "p.jsonl"))
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match=r"folder: is a folder but not a saved `datasets` dataset"):
+        load_preference_data(str(tmp_path / "folder"))
+    (tmp_path / "p.parquet").write_text("not parquet")
+    with pytest.raises(DataError, match=r"p\.parquet: not a readable parquet file"):
+        load_preference_data(str(tmp_path / "p.parquet"))
+
+
+def test_one_row_without_a_prompt_is_named(tmp_path):
+    unprompted = {"chosen": GOOD["chosen"], "rejected": GOOD["rejected"]}
+    with pytest.raises(DataError, match=r"row 2: 'prompt' is missing \(other rows have one"):
+        load_preference_data(_jsonl(tmp_path, [GOOD, unprompted, GOOD]))
+    assert len(load_preference_data(_jsonl(tmp_path, [unprompted, unprompted], "implicit.jsonl")).dataset) == 2
+
+
+def _trl_length(tokenizer, prompt: str, completion: str) -> int:
+    """As TRL's DPOTrainer tokenizes a standard row: prompt + completion + EOS, together."""
+    return len(tokenizer(prompt + completion + tokenizer.eos_token)["input_ids"])
+
+
+def test_multibyte_prompts_are_shortened_between_characters_and_fit(tmp_path):
+    tokenizer = tiny_tokenizer()  # one token per byte: "é" is 2 tokens, "日" 3, "🙂" 4
+    long_prompt = "é日🙂 " * 40 + "keep the end"
+    row = {"prompt": long_prompt, "chosen": " Ça va 🙂.", "rejected": " Non."}
+    data = load_preference_data(_jsonl(tmp_path, [row]))
+    for max_length in range(30, 60):
+        with pytest.warns(UserWarning, match="their prompts were shortened"):
+            fitted, _ = fit_to_max_length(data, tokenizer, max_length=max_length)
+        prompt = fitted.dataset[0]["prompt"]
+        assert "\ufffd" not in prompt and long_prompt.endswith(prompt) and prompt.endswith("keep the end")
+        assert _trl_length(tokenizer, prompt, row["chosen"]) <= max_length
+        assert _trl_length(tokenizer, long_prompt[len(long_prompt) - len(prompt) - 1:], row["chosen"]) > max_length, \
+            "one more character would not fit: the prompt is cut no shorter than it must be"

@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
 
 from conftest import train_steps
 from ropo import (
@@ -46,12 +45,17 @@ def test_target_names_matching_nothing_are_named():
         get_ropo_model(tiny_causal_lm(), RoPOConfig(target_modules=r"nothing\..*"))
 
 
-def test_unsupported_layer_type_is_named():
-    gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=64))
-    before = _state(gpt2)
-    with pytest.raises(RoPOTargetError, match=r"transformer\.h\.0\.attn\.c_attn.*Conv1D"):
-        get_ropo_model(gpt2, RoPOConfig(target_modules=["c_attn"]))
-    _assert_unchanged(gpt2, before)
+@pytest.mark.parametrize(("targets", "message"), [
+    (["embed_tokens", "q_proj"], r"'model\.embed_tokens' is the model's output head or an embedding"),
+    (["lm_head"], r"'lm_head' is the model's output head"),
+    (r".*(q_proj|rotary_emb)", r"'model\.rotary_emb' is a .*LlamaRotaryEmbedding; RoPO adapts linear layers"),
+])
+def test_unsupported_targets_are_named_and_change_nothing(targets, message):
+    model = tiny_causal_lm()
+    before = _state(model)
+    with pytest.raises(RoPOTargetError, match=message):
+        get_ropo_model(model, RoPOConfig(target_modules=targets))
+    _assert_unchanged(model, before)
 
 
 def test_layers_to_transform_that_selects_nothing():
@@ -78,14 +82,8 @@ def test_invalid_option_values(options, message):
 
 
 def test_invalid_target_regex():
-    with pytest.raises(RoPOTargetError, match="regex"):
+    with pytest.raises(RoPOConfigError, match="regex"):
         get_ropo_model(tiny_causal_lm(), RoPOConfig(target_modules="q_proj("))
-
-
-def test_wrapping_twice_is_refused():
-    model = get_ropo_model(tiny_causal_lm())
-    with pytest.raises(ValueError, match="already has RoPO adapters"):
-        get_ropo_model(model.wrapped_model)
 
 
 def _edit_config(directory, edit):
@@ -106,24 +104,42 @@ def test_unknown_config_key_on_load(saved_adapter):
 
 def test_invalid_config_value_on_load(saved_adapter):
     _edit_config(saved_adapter, lambda d: d.update(householder_reflections=5))
-    with pytest.raises(RoPOLoadError, match=r"adapter_config\.json.*householder_reflections"):
+    with pytest.raises(RoPOConfigError, match=r"householder_reflections must be an even"):
         RoPOModel.from_pretrained(tiny_causal_lm(), saved_adapter)
 
 
 def test_shape_mismatch_on_load_names_the_modules(saved_adapter):
     base = tiny_causal_lm(hidden_size=32)
     before = _state(base)
-    with pytest.raises(RoPOLoadError, match=r"shapes differ.*model\.layers\.0\.self_attn\.q_proj: adapter \(out, in\)=\(64, 64\), base \(32, 32\)"):
+    with pytest.raises(RoPOLoadError, match=r"shapes differ.*model\.layers\.0\.self_attn\.q_proj\.ropo_magnitude\.default\.log_scale: saved \(64,\), model \(32,\)"):
         RoPOModel.from_pretrained(base, saved_adapter)
     _assert_unchanged(base, before)
 
 
-def test_missing_modules_on_load_are_named(saved_adapter):
-    base = tiny_causal_lm(num_hidden_layers=1)
+@pytest.mark.parametrize(("other", "differs"), [
+    (dict(num_hidden_layers=1), "num_hidden_layers differ"),
+    (dict(num_hidden_layers=3), "num_hidden_layers differ"),
+    (dict(architecture="qwen2"), "model_type differ"),
+    (dict(architecture="mistral"), "model_type differ"),
+])
+def test_another_architecture_is_refused(saved_adapter, other, differs):
+    base = tiny_causal_lm(**other)
     before = _state(base)
-    with pytest.raises(RoPOLoadError, match=r"has no module\(s\) \['model\.layers\.1\.self_attn\.q_proj'"):
+    with pytest.raises(RoPOLoadError, match=rf"made for a base with .*'model_type': 'llama', 'num_hidden_layers': 2.*{differs}"):
         RoPOModel.from_pretrained(base, saved_adapter)
     _assert_unchanged(base, before)
+
+
+def test_missing_adapter_tensors_are_named(saved_adapter):
+    from safetensors.torch import load_file, save_file
+
+    path = saved_adapter / "adapter_model.safetensors"
+    tensors = load_file(path)
+    dropped = sorted(tensors)[0]
+    del tensors[dropped]
+    save_file(tensors, path, metadata={"format": "pt"})
+    with pytest.raises(RoPOLoadError, match=r"does not match this model: 1 tensor\(s\) missing"):
+        RoPOModel.from_pretrained(tiny_causal_lm(), saved_adapter)
 
 
 def test_truncated_weights_file(saved_adapter):
@@ -136,17 +152,8 @@ def test_truncated_weights_file(saved_adapter):
     _assert_unchanged(base, before)
 
 
-def test_corrupted_weights_file(saved_adapter):
-    path = saved_adapter / "adapter_model.safetensors"
-    data = bytearray(path.read_bytes())
-    data[-10] ^= 0xFF  # flip bits inside the tensor data: the header still parses
-    path.write_bytes(bytes(data))
-    with pytest.raises(RoPOLoadError, match="checksum mismatch"):
-        RoPOModel.from_pretrained(tiny_causal_lm(), saved_adapter)
-
-
 def test_missing_directory_and_bad_json(tmp_path, saved_adapter):
-    with pytest.raises(RoPOLoadError, match="not found"):
+    with pytest.raises(RoPOLoadError, match="no such adapter folder"):
         RoPOModel.from_pretrained(tiny_causal_lm(), tmp_path / "nowhere")
     (saved_adapter / "adapter_config.json").write_text("{not json")
     with pytest.raises(RoPOLoadError, match="not valid JSON"):
@@ -158,7 +165,7 @@ def test_failed_merge_changes_nothing(token_ids):
     train_steps(model, token_ids, steps=2)
     layers = model.adapter_layers()
     with torch.no_grad():
-        layers["model.layers.1.mlp.down_proj"].rotation.angles[3] = float("nan")
+        layers["model.layers.1.mlp.down_proj"].ropo_rotation["default"].angles[3] = float("nan")
     weights = {n: l.base_layer.weight.detach().clone() for n, l in layers.items()}
     with pytest.raises(RoPOMergeError, match=r"model\.layers\.1\.mlp\.down_proj.*NaN/Inf"):
         model.merge_adapter()
@@ -168,17 +175,3 @@ def test_failed_merge_changes_nothing(token_ids):
     assert all(torch.equal(l.base_layer.weight, weights[n]) for n, l in model.adapter_layers().items())
 
 
-def test_failed_save_keeps_the_previous_adapter(saved_adapter, monkeypatch, token_ids):
-    import ropo.adapter.files as files
-
-    before = {p.name: p.read_bytes() for p in saved_adapter.iterdir()}
-    model = get_ropo_model(tiny_causal_lm(), RoPOConfig(target_modules=["q_proj", "v_proj"]))
-
-    def broken_save(tensors, path, metadata=None):
-        open(path, "wb").write(b"half")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(files, "save_file", broken_save)
-    with pytest.raises(OSError, match="disk full"):
-        model.save_pretrained(saved_adapter)
-    assert {p.name: p.read_bytes() for p in saved_adapter.iterdir()} == before

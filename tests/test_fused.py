@@ -157,9 +157,9 @@ def test_config_rotation_backend_is_validated_passed_through_and_saved():
     with pytest.raises(RoPOConfigError, match="rotation_backend"):
         RoPOConfig(rotation_backend="triton-please")
     config = RoPOConfig(target_modules=["q_proj"], rotation_backend="reference")
-    assert RoPOConfig.from_dict(config.to_dict()).rotation_backend == "reference"
+    assert RoPOConfig.from_peft_type(**config.to_dict()).rotation_backend == "reference"
     model = get_ropo_model(tiny_causal_lm(), config)
-    assert {layer.rotation.backend for layer in model.adapter_layers().values()} == {"reference"}
+    assert {layer.ropo_rotation["default"].backend for layer in model.adapter_layers().values()} == {"reference"}
     assert RoPOConfig().rotation_backend == "auto"
 
 
@@ -187,7 +187,7 @@ def test_both_backends_train_a_model_identically(token_ids):
     for (name, a), b in zip(fused.named_parameters(), reference.parameters()):
         if a.requires_grad:
             assert torch.allclose(a, b, atol=1e-5), name
-    assert all(layer.rotation.angles.abs().max() > 0 for layer in fused.adapter_layers().values())
+    assert all(layer.ropo_rotation["default"].angles.abs().max() > 0 for layer in fused.adapter_layers().values())
 
 
 def test_inference_reuses_operands_until_a_parameter_changes():

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from peft import PeftModel
+
 from ropo.adapter import RoPOModel
 from ropo.cli import main as ropo_main
 from ropo.training.recipe import load_recipe
@@ -45,9 +47,10 @@ def test_end_to_end_ropo_run_reloads_to_the_same_logits(tmp_path):
     assert metrics[-2]["rewards/margins"] > 0, "six steps on an easy task should separate chosen from rejected"
     assert metrics[-2]["orthogonality_error"] <= 1e-5 and metrics[-2]["he_change_mean"] < 1e-6
     assert {"data_chosen_length_mean", "sample_length_mean"} <= set().union(*metrics)
-    assert sorted(p.name for p in (run / "adapter").iterdir()) >= ["adapter_config.json", "adapter_model.safetensors"]
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (run / "adapter").iterdir()}
     loaded = load_run(run)
-    assert isinstance(loaded.model, RoPOModel) and loaded.method == "ropo"
+    assert isinstance(loaded.model, PeftModel) and loaded.method == "ropo"
+    assert isinstance(loaded.model.base_model, RoPOModel)
     ids = torch.tensor([[256, 72, 101, 108, 108, 111, 32, 99, 97, 116]])
     result.model.eval()
     assert torch.equal(_logits(loaded.model, ids), _logits(result.model, ids))

@@ -11,6 +11,7 @@ from ropo.adapter.errors import RoPOError
 #: Modules that expose ``register(subparsers)``; each adds its sub-commands and sets ``func``.
 COMMAND_MODULES = (
     "ropo.training.commands",
+    "ropo.adapter.commands",
     "ropo.evaluation.commands",
     "ropo.demo_task.commands",
     "ropo.demo.commands",

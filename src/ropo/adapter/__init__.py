@@ -1,9 +1,19 @@
-"""The RoPO adapter: config, layer, model wrapper, save/load, merge."""
+"""The RoPO adapter as a PEFT tuner. Importing it registers the ``ropo`` method with PEFT, so that
+``peft.get_peft_model``, ``PeftModel.from_pretrained``, ``AutoPeftModelForCausalLM``,
+transformers' ``load_adapter`` and TRL's ``peft_config=`` all know ``RoPOConfig``."""
 
+from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
+from peft.utils import register_peft_method
+
+from ropo.adapter.api import AutoRoPOModelForCausalLM, get_ropo_model
 from ropo.adapter.config import PRESETS, RoPOConfig
 from ropo.adapter.errors import RoPOConfigError, RoPOError, RoPOLoadError, RoPOMergeError, RoPOTargetError
-from ropo.adapter.layer import RoPOLinear
-from ropo.adapter.model import AutoRoPOModelForCausalLM, RoPOModel, get_ropo_model
+from ropo.adapter.layer import RoPOLayer, RoPOLinear
+from ropo.adapter.model import RoPOModel, merged_for_inference, orthogonality_error
+from ropo.adapter.peft_type import ROPO_PEFT_TYPE
+
+if ROPO_PEFT_TYPE not in PEFT_TYPE_TO_TUNER_MAPPING:  # importlib.reload must not register twice
+    register_peft_method(name="ropo", config_cls=RoPOConfig, model_cls=RoPOModel)
 
 __all__ = [
     "PRESETS",
@@ -11,10 +21,13 @@ __all__ = [
     "RoPOConfig",
     "RoPOConfigError",
     "RoPOError",
+    "RoPOLayer",
     "RoPOLinear",
     "RoPOLoadError",
     "RoPOMergeError",
     "RoPOModel",
     "RoPOTargetError",
     "get_ropo_model",
+    "merged_for_inference",
+    "orthogonality_error",
 ]

@@ -1,18 +1,31 @@
-"""``RoPOLinear``: a frozen ``nn.Linear`` whose input is rotated and whose neurons are re-scaled.
+"""The RoPO tuner layer: a frozen base layer whose input is rotated and whose neurons are re-scaled.
 
-    y = s ⊙ (V · (Q x)) + b,   s = exp(g) (so m = ‖V‖_row · s stays positive),
+    y = s ⊙ (V · (Q x)) + b,   s = exp(g) > 0,
     W' = diag(s) · V · Q      (the merged weight: rows keep their mutual angles, so HE is unchanged)
+
+The base layer is called on Q·x, never re-implemented, so any layer computing V·x + b works as a
+base: ``nn.Linear``, GPT-2's ``Conv1D`` (V stored transposed) and bitsandbytes' 4/8-bit layers
+(QLoRA-style training; those cannot be merged). Its output already holds s-free V·Qx + b, so the
+magnitude is applied as s ⊙ out + (1 − s) ⊙ b: the same two elementwise passes as scaling V·Qx
+and then adding b.
 """
 
 from __future__ import annotations
 
+import warnings
+from typing import Any, Optional
+
 import torch
-import torch.nn.functional as F
+from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 
 from ropo.adapter.config import RoPOConfig
 from ropo.adapter.errors import RoPOMergeError, RoPOTargetError
 from ropo.rotation import KeepsAdapterDtype, OrthogonalRotation
+
+#: Spread of the random adapter ``init_weights=False`` makes (angles, reflection offsets,
+#: log-magnitudes): large enough to change every output, small enough to stay well conditioned.
+RANDOM_INIT_STD = 0.1
 
 
 class NeuronMagnitude(KeepsAdapterDtype):
@@ -26,88 +39,163 @@ class NeuronMagnitude(KeepsAdapterDtype):
         return torch.exp(self.log_scale)
 
 
-def check_adaptable(name: str, module: nn.Module) -> None:
-    """Raise if RoPO cannot adapt ``module`` (only plain floating-point ``nn.Linear`` is supported)."""
-    if not isinstance(module, nn.Linear):
-        raise RoPOTargetError(
-            f"module {name!r} is a {type(module).__module__}.{type(module).__name__}; RoPO adapts "
-            "torch.nn.Linear layers only (GPT-2's Conv1D, embeddings and convolutions are not supported)"
-        )
-    if not module.weight.dtype.is_floating_point:
-        raise RoPOTargetError(
-            f"module {name!r} has a {module.weight.dtype} weight ({type(module).__name__}); "
-            "quantised layers are not supported"
-        )
+def _is_conv1d(layer: nn.Module) -> bool:
+    """GPT-2's ``Conv1D``: a linear layer whose weight is stored (in, out)."""
+    return type(layer).__name__ == "Conv1D" and hasattr(layer, "nf")
 
 
-class RoPOLinear(nn.Module):
-    """Wraps a frozen linear layer; ``base_layer`` is left untouched until merged."""
+def layer_features(name: str, layer: nn.Module) -> tuple[int, int]:
+    """(in_features, out_features) of a layer RoPO can adapt, or an error naming the module."""
+    if _is_conv1d(layer):
+        return layer.weight.shape[0], layer.weight.shape[1]
+    if isinstance(layer, nn.Linear):
+        return layer.in_features, layer.out_features
+    raise RoPOTargetError(
+        f"module {name!r} is a {type(layer).__module__}.{type(layer).__name__}; RoPO adapts linear layers "
+        "(torch.nn.Linear, GPT-2's Conv1D, bitsandbytes Linear4bit/Linear8bitLt), not embeddings or convolutions"
+    )
 
-    def __init__(self, base_layer: nn.Linear, config: RoPOConfig) -> None:
-        super().__init__()
+
+class RoPOLayer(BaseTunerLayer):
+    """Per-adapter rotations and magnitudes around one base layer (PEFT's tuner-layer protocol)."""
+
+    adapter_layer_names = ("ropo_rotation", "ropo_magnitude")
+    other_param_names = ()
+
+    def __init__(self, base_layer: nn.Module, **kwargs: Any) -> None:
         self.base_layer = base_layer
-        device, dtype = base_layer.weight.device, config.torch_adapter_dtype
-        self.rotation = OrthogonalRotation(
-            base_layer.in_features,
+        self.ropo_rotation = nn.ModuleDict({})
+        self.ropo_magnitude = nn.ModuleDict({})
+        # The weight before merging, restored bit for bit by unmerge (a merge is not undone by
+        # arithmetic); a buffer so that it follows the model's device and dtype moves.
+        self.register_buffer("ropo_unmerged_weight", None, persistent=False)
+        self._disable_adapters = False
+        self.merged_adapters = []
+        self.kwargs = kwargs
+        self.in_features, self.out_features = layer_features(type(base_layer).__name__, self.get_base_layer())
+
+    def update_layer(self, adapter_name: str, config: RoPOConfig) -> None:
+        """Add adapter ``adapter_name``: exactly the identity, or random with ``init_weights=False``."""
+        base = self.get_base_layer()
+        device, dtype = base.weight.device, config.torch_adapter_dtype
+        rotation = OrthogonalRotation(
+            self.in_features,
             householder_reflections=config.householder_reflections,
             givens_layout=config.givens_layout,
             dtype=dtype,
             device=device,
             backend=config.rotation_backend,
         )
-        self.magnitude = (
-            NeuronMagnitude(base_layer.out_features, dtype, device) if config.magnitude else None
-        )
-        self.adapter_enabled = True
-        self._unmerged_weight: torch.Tensor | None = None
+        magnitude = NeuronMagnitude(self.out_features, dtype, device) if config.magnitude else None
+        if not config.init_weights:
+            with torch.no_grad():
+                for parameter in (rotation.angles, rotation.householder_offset):
+                    parameter.normal_(0.0, RANDOM_INIT_STD)
+                if magnitude is not None:
+                    magnitude.log_scale.normal_(0.0, RANDOM_INIT_STD)
+        self.ropo_rotation[adapter_name] = rotation
+        if magnitude is not None:
+            self.ropo_magnitude[adapter_name] = magnitude
+        self._move_adapter_to_device_of_base_layer(adapter_name)
+        self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
 
-    @property
-    def merged(self) -> bool:
-        return self._unmerged_weight is not None
+    # ------------------------------------------------------------------ merging
+    def _weight_rows(self, weight: torch.Tensor) -> torch.Tensor:
+        """The base weight as (out, in) rows (``Conv1D`` stores its transpose)."""
+        return weight.T if _is_conv1d(self.get_base_layer()) else weight
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.merged or not self.adapter_enabled:
-            return self.base_layer(x)
-        rotated = self.rotation(x).to(x.dtype)
-        weight, bias = self.base_layer.weight, self.base_layer.bias
-        if self.magnitude is None:
-            return F.linear(rotated, weight, bias)
-        y = F.linear(rotated, weight) * self.magnitude.scale().to(x.dtype)
-        return y if bias is None else y + bias
-
-    @torch.no_grad()
-    def merged_weight(self) -> torch.Tensor:
-        """diag(s)·V·Q in the base weight's dtype, computed in the adapter's dtype.
-
-        Row i of V·Q is Qᵀ applied to row i of V, so merging never forms Q densely.
-        """
-        weight = self.base_layer.weight if not self.merged else self._unmerged_weight
-        merged = self.rotation.apply(weight, transpose=True)
-        if self.magnitude is not None:
-            merged = merged * self.magnitude.scale().unsqueeze(-1)
-        return merged.to(weight.dtype)
+    def _merged_rows(self, adapter_name: str, rows: torch.Tensor) -> torch.Tensor:
+        """diag(s)·W·Q in the adapter's dtype: row i of W·Q is Qᵀ applied to row i of W, so Q is never formed."""
+        merged = self.ropo_rotation[adapter_name].apply(rows, transpose=True)
+        if adapter_name in self.ropo_magnitude:
+            merged = merged * self.ropo_magnitude[adapter_name].scale().unsqueeze(-1)
+        return merged
 
     @torch.no_grad()
-    def merge(self, merged_weight: torch.Tensor) -> None:
-        """Install ``merged_weight`` (from ``merged_weight()``), keeping the original for unmerge."""
+    def merged_weight(self, adapter_names: Optional[list[str]] = None) -> torch.Tensor:
+        """The (out × in) weight the layer computes with for ``adapter_names`` (default: the active ones)."""
+        names = self.active_adapters if adapter_names is None else adapter_names
+        weight = self.ropo_unmerged_weight if self.merged else self.get_base_layer().weight
+        rows = self._weight_rows(weight)
+        for name in names:
+            if name in self.ropo_rotation:
+                rows = self._merged_rows(name, rows)
+        return rows
+
+    @torch.no_grad()
+    def merge(self, safe_merge: bool = False, adapter_names: Optional[list[str]] = None) -> None:
+        """Fold the adapters into the base weight; always checked for NaN/Inf, and nothing changes on failure."""
+        names = [n for n in check_adapters_to_merge(self, adapter_names) if n in self.ropo_rotation]
+        if not names:
+            return
+        base = self.get_base_layer()
+        weight = base.weight
+        if not weight.dtype.is_floating_point:
+            raise RoPOMergeError(
+                f"{type(base).__name__} holds a quantized {weight.dtype} weight; RoPO cannot merge into it. "
+                "Load the base in a float dtype to merge, or keep the adapter unmerged"
+            )
+        rows = self._weight_rows(weight)
+        for name in names:
+            rows = self._merged_rows(name, rows)
+        if not torch.isfinite(rows).all():
+            raise RoPOMergeError(f"adapter(s) {names}: merged weight has NaN/Inf values; nothing was merged")
         if not self.merged:
-            self._unmerged_weight = self.base_layer.weight.data
-            self.base_layer.weight.data = merged_weight
+            self.ropo_unmerged_weight = weight.data
+        merged = rows.to(weight.dtype)
+        base.weight.data = merged.T.contiguous() if _is_conv1d(base) else merged.contiguous()
+        self.merged_adapters = self.merged_adapters + names
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        """Restore the original weight bit for bit."""
-        if self.merged:
-            self.base_layer.weight.data = self._unmerged_weight
-            self._unmerged_weight = None
+        """Restore the weight from before the first merge, bit for bit."""
+        if not self.merged:
+            warnings.warn("Already unmerged. Nothing to do.")
+            return
+        self.get_base_layer().weight.data = self.ropo_unmerged_weight
+        self.ropo_unmerged_weight = None
+        self.merged_adapters = []
+
+    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
+        """diag(s)·V·Q − V (PEFT's name for what merging adds), in the adapter's dtype."""
+        rows = self._weight_rows(self.get_base_layer().weight)
+        return self.merged_weight([adapter_name]) - rows.to(self.ropo_rotation[adapter_name].angles.dtype)
+
+    def _active(self) -> list[str]:
+        return [name for name in self.active_adapters if name in self.ropo_rotation]
 
 
-def finite_merged_weights(layers: dict[str, RoPOLinear]) -> dict[str, torch.Tensor]:
-    """Every layer's merged weight, or an error naming the first non-finite one (before any change)."""
-    merged = {}
-    for name, layer in layers.items():
-        weight = layer.merged_weight()
-        if not torch.isfinite(weight).all():
-            raise RoPOMergeError(f"module {name!r}: merged weight has NaN/Inf values; nothing was merged")
-        merged[name] = weight
-    return merged
+class RoPOLinear(nn.Module, RoPOLayer):
+    """RoPO around a linear base layer (``nn.Linear``, ``Conv1D`` or a bitsandbytes linear)."""
+
+    def __init__(self, base_layer: nn.Module, adapter_name: str, config: RoPOConfig, **kwargs: Any) -> None:
+        super().__init__()
+        RoPOLayer.__init__(self, base_layer, **kwargs)
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, config)
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.disable_adapters:
+            if self.merged:
+                self.unmerge()
+            return self.base_layer(x, *args, **kwargs)
+        active = [] if self.merged else self._active()
+        if not active:
+            return self.base_layer(x, *args, **kwargs)
+        # The merged weight of adapters [a1, a2] is diag(s1 s2)·V·Q1·Q2: the last rotates x first.
+        rotated = x
+        for name in reversed(active):
+            rotated = self.ropo_rotation[name](rotated)
+        result = self.base_layer(rotated.to(x.dtype), *args, **kwargs)
+        scales = [self.ropo_magnitude[name].scale() for name in active if name in self.ropo_magnitude]
+        if not scales:
+            return result
+        scale = torch.stack(scales).prod(0) if len(scales) > 1 else scales[0]
+        bias = self.get_base_layer().bias
+        scaled = result * scale.to(result.dtype)
+        if bias is None:
+            return scaled
+        return scaled + (bias.to(scale.dtype) * (1 - scale)).to(result.dtype)
+
+    def __repr__(self) -> str:
+        return "ropo." + super().__repr__()

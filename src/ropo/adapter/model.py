@@ -1,233 +1,227 @@
-"""``RoPOModel``: a causal LM with RoPO adapters, behaving like the model it wraps."""
+"""``RoPOModel``: RoPO as a PEFT tuner (``BaseTuner``), plus the checks PEFT's own path lacks.
+
+PEFT does the plumbing (target matching, injection, several adapters, saving, loading, merging
+and unloading). ropo adds what its users rely on and PEFT does not check:
+- every target is validated before anything is injected (a typo in one name, an output head or
+  an unsupported layer type is an error naming the module, and the model is left untouched);
+- the adapter records the base architecture and refuses to load onto another;
+- loading refuses a checkpoint whose keys or shapes do not match the adapter exactly (PEFT warns
+  and carries on, leaving the missing parts at their initial values);
+- adapter parameters keep their configured dtype (PEFT upcasts bf16 adapters to fp32).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from peft.tuners.tuners_utils import (
+    BaseTuner,
+    BaseTunerLayer,
+    _maybe_include_all_linear_layers,
+    check_adapters_to_merge,
+)
+from peft.utils import TRANSFORMERS_MODELS_TO_HRA_TARGET_MODULES_MAPPING
 from torch import nn
 
 from ropo.adapter.config import RoPOConfig
-from ropo.adapter.errors import RoPOLoadError
-from ropo.adapter.files import AdapterFiles, read_adapter, read_config, write_adapter
-from ropo.adapter.layer import RoPOLinear, check_adaptable, finite_merged_weights
-from ropo.adapter.targets import find_target_modules
+from ropo.adapter.errors import RoPOLoadError, RoPOMergeError, RoPOTargetError
+from ropo.adapter.layer import RoPOLayer, RoPOLinear, layer_features
 
 
-def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(root.get_submodule(parent_name) if parent_name else root, child, module)
+def _architecture(model_config: dict[str, Any]) -> dict[str, Any]:
+    """What identifies a base model's shape for an adapter: its type and layer count."""
+    keys = ("model_type", "num_hidden_layers")
+    return {key: model_config[key] for key in keys if model_config.get(key) is not None}
 
 
-def _adapter_state(layers: dict[str, RoPOLinear]) -> dict[str, torch.Tensor]:
-    return {
-        f"{name}.{key}": value
-        for name, layer in layers.items()
-        for key, value in layer.named_parameters()
-        if not key.startswith("base_layer.")
-    }
+def _output_modules(model: nn.Module) -> set[int]:
+    """ids of the model's output head and embeddings (RoPO rotates layer inputs, not vocabularies)."""
+    found = {id(m) for m in model.modules() if isinstance(m, nn.Embedding)}
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    return found | ({id(head)} if head is not None else set())
 
 
-class RoPOModel(nn.Module):
-    """Wraps a transformers causal LM; every attribute it does not define falls through to it.
+class RoPOModel(BaseTuner):
+    """Creates RoPO adapters on a model: use ``peft.get_peft_model(model, RoPOConfig(...))``.
 
-    The LM is kept as ``wrapped_model``, not ``base_model``: TRL and transformers expect
-    ``model.base_model`` to be the backbone (e.g. ``LlamaModel``), which the fall-through gives.
+    Attributes: ``model`` (the adapted model), ``peft_config`` (adapter name → ``RoPOConfig``).
     """
 
-    def __init__(
+    prefix: str = "ropo_"
+    tuner_layer_cls = RoPOLayer
+    target_module_mapping = TRANSFORMERS_MODELS_TO_HRA_TARGET_MODULES_MAPPING
+
+    # ------------------------------------------------------------------ injection
+    def _prepare_adapter_config(self, peft_config: RoPOConfig, model_config: dict) -> RoPOConfig:
+        peft_config = super()._prepare_adapter_config(peft_config, model_config)
+        found = _architecture(model_config)
+        recorded = peft_config.base_architecture
+        if recorded is None:
+            peft_config.base_architecture = found
+        elif recorded != found:
+            differs = sorted(k for k in set(recorded) | set(found) if recorded.get(k) != found.get(k))
+            raise RoPOLoadError(
+                f"the adapter was made for a base with {recorded} (from {peft_config.base_model_name_or_path!r}); "
+                f"this base has {found}: {', '.join(differs)} differ"
+            )
+        return peft_config
+
+    def _prepare_model(self, peft_config: RoPOConfig, model: nn.Module) -> None:
+        """Validate every target before any is replaced, so that a bad one changes nothing."""
+        config = copy.copy(peft_config)
+        if isinstance(config.target_modules, str) and config.target_modules.lower() == "all-linear":
+            config = _maybe_include_all_linear_layers(config, model)
+        modules = dict(model.named_modules())
+        inside_tuners = tuple(f"{k}." for k, m in modules.items() if isinstance(m, BaseTunerLayer))
+        outputs = _output_modules(model)
+        matched = []
+        for key, module in modules.items():
+            # falsy for non-matches and for excluded modules alike
+            if not key or key.startswith(inside_tuners) or not self._check_target_module_exists(config, key):
+                continue
+            if id(module) in outputs:
+                raise RoPOTargetError(
+                    f"module {key!r} is the model's output head or an embedding; RoPO adapts the linear layers "
+                    "inside the model (leave it out of target_modules, or use modules_to_save to train it fully)"
+                )
+            if not isinstance(module, RoPOLayer):
+                layer_features(key, module)
+            matched.append(key)
+        if not matched and config.layers_to_transform is not None:
+            raise RoPOTargetError(
+                f"layers_to_transform={config.layers_to_transform} (layers_pattern={config.layers_pattern!r}) "
+                f"leaves none of the modules target_modules={config.target_modules!r} names"
+            )
+        if isinstance(config.target_modules, (set, list)):
+            unmatched = sorted(t for t in config.target_modules if not any(k == t or k.endswith("." + t) for k in matched))
+            if unmatched and config.layers_to_transform is None:
+                suffixes = sorted({k.rsplit(".", 1)[-1] for k, m in modules.items() if isinstance(m, nn.Linear)})
+                raise RoPOTargetError(
+                    f"target_modules {unmatched} match no module of {type(model).__name__}; "
+                    f"its linear layers end in {suffixes}"
+                )
+        if not matched:
+            raise RoPOTargetError(f"target_modules {config.target_modules!r} match no module of {type(model).__name__}")
+
+    def _create_and_replace(
         self,
-        model: nn.Module,
-        config: RoPOConfig,
-        layers: dict[str, RoPOLinear] | None = None,
+        ropo_config: RoPOConfig,
+        adapter_name: str,
+        target: nn.Module,
+        target_name: str,
+        parent: nn.Module,
+        current_key: str,
+        **optional_kwargs: Any,
     ) -> None:
-        super().__init__()
-        if any(isinstance(m, RoPOLinear) for m in model.modules()):
-            raise ValueError("this model already has RoPO adapters; wrap the original model once")
-        if layers is None:
-            layers = {name: RoPOLinear(model.get_submodule(name), config) for name in find_target_modules(model, config)}
-        if config.base_model_name_or_path is None:
-            config.base_model_name_or_path = getattr(model, "name_or_path", None) or None
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)
-        for name, layer in layers.items():
-            _set_submodule(model, name, layer)
-        self.wrapped_model = model
-        self.ropo_config = config
+        if current_key is None:
+            raise ValueError("Current Key shouldn't be `None`")
+        if isinstance(target, RoPOLayer):
+            target.update_layer(adapter_name, ropo_config)
+            return
+        new_module = RoPOLinear(target, adapter_name, config=ropo_config)
+        if adapter_name not in self.active_adapters:
+            new_module.requires_grad_(False)  # an added adapter is not trainable until set_adapter
+        self._replace_module(parent, target_name, new_module, target)
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "wrapped_model":
-                raise
-            return getattr(self.wrapped_model, name)
+    # ------------------------------------------------------------------ merging
+    def _check_merge_is_finite(self, adapter_names: list[str] | None) -> None:
+        """Every layer's merged weight is checked before any layer changes: PEFT merges layer by
+        layer, and a NaN found in the tenth layer would leave nine merged."""
+        for name, layer in self.adapter_layers().items():
+            names = check_adapters_to_merge(layer, adapter_names)
+            if names and not torch.isfinite(layer.merged_weight(names)).all():
+                raise RoPOMergeError(f"module {name!r}: merged weight has NaN/Inf values; nothing was merged")
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.wrapped_model(*args, **kwargs)
+    def merge_adapter(self, adapter_names: list[str] | None = None, safe_merge: bool = False) -> None:
+        self._check_merge_is_finite(adapter_names)
+        super().merge_adapter(adapter_names=adapter_names, safe_merge=safe_merge)
 
-    # ----------------------------------------------------------------- adapter layers
-    def adapter_layers(self) -> dict[str, RoPOLinear]:
-        """The adapted layers by their name in the wrapped model."""
-        return {n: m for n, m in self.wrapped_model.named_modules() if isinstance(m, RoPOLinear)}
+    def _unload_and_optionally_merge(self, merge: bool = True, progressbar: bool = False,
+                                     safe_merge: bool = False, adapter_names: list[str] | None = None):
+        if merge:
+            self._check_merge_is_finite(adapter_names)
+        return super()._unload_and_optionally_merge(merge, progressbar, safe_merge, adapter_names)
 
-    @contextlib.contextmanager
-    def disable_adapter(self) -> Iterator[None]:
-        """Within this block the model is exactly the base model (the reference policy for DPO)."""
-        layers = self.adapter_layers().values()
-        previous = [layer.adapter_enabled for layer in layers]
-        for layer in layers:
-            layer.adapter_enabled = False
-        try:
-            yield
-        finally:
-            for layer, enabled in zip(layers, previous):
-                layer.adapter_enabled = enabled
+    def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
+        """No-op: the adapter dtype is ``RoPOConfig.adapter_dtype``, fixed at creation."""
 
-    def orthogonality_error(self) -> float:
-        """max over adapted layers of max|QᵀQ − I| (forms each Q densely: a diagnostic)."""
-        return max(layer.rotation.orthogonality_error() for layer in self.adapter_layers().values())
-
-    # ----------------------------------------------------------------- merging
-    def merge_adapter(self) -> None:
-        """Fold the adapters into the weights (fast inference); ``unmerge_adapter`` undoes it exactly.
-
-        The original weights are kept while merged, so the round trip is bit for bit. If any
-        merged weight is non-finite nothing is changed.
-        """
-        layers = {n: l for n, l in self.adapter_layers().items() if not l.merged}
-        for name, weight in finite_merged_weights(layers).items():
-            layers[name].merge(weight)
-
-    def unmerge_adapter(self) -> None:
-        for layer in self.adapter_layers().values():
-            layer.unmerge()
-
-    @contextlib.contextmanager
-    def merged(self) -> Iterator[None]:
-        """Within this block the adapters are folded into the weights, so inference (e.g. token
-        by token generation) costs exactly the base model's; afterwards the weights are restored
-        bit for bit. Layers that were already merged stay merged."""
-        was_merged = {name for name, layer in self.adapter_layers().items() if layer.merged}
-        self.merge_adapter()
-        try:
-            yield
-        finally:
-            for name, layer in self.adapter_layers().items():
-                if name not in was_merged:
-                    layer.unmerge()
-
-    def merge_and_unload(self) -> nn.Module:
-        """The wrapped model with merged plain ``nn.Linear`` layers (no ropo code left in it)."""
-        layers = self.adapter_layers()
-        merged = finite_merged_weights({n: l for n, l in layers.items() if not l.merged})
-        for name, layer in layers.items():
-            if name in merged:
-                layer.base_layer.weight.data = merged[name]
-            _set_submodule(self.wrapped_model, name, layer.base_layer)
-        return self.wrapped_model
-
-    # ----------------------------------------------------------------- parameters
-    def get_nb_trainable_parameters(self) -> tuple[int, int]:
-        """(trainable, all) parameter counts, like PEFT's."""
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        return trainable, sum(p.numel() for p in self.parameters())
-
-    def print_trainable_parameters(self) -> None:
-        trainable, total = self.get_nb_trainable_parameters()
-        print(
-            f"trainable params: {trainable:,d} || all params: {total:,d} "
-            f"|| trainable%: {100 * trainable / total:.4f}"
-        )
-
-    # ----------------------------------------------------------------- save / load
-    def save_pretrained(self, save_directory: str | Path, **_: Any) -> None:
-        """Write the adapter only (``adapter_config.json`` + ``adapter_model.safetensors``)."""
-        layers = self.adapter_layers()
-        modules = {n: (l.base_layer.out_features, l.base_layer.in_features) for n, l in layers.items()}
-        write_adapter(save_directory, AdapterFiles(self.ropo_config, modules, _adapter_state(layers)))
-
-    def load_adapter_weights(self, adapter_directory: str | Path) -> None:
-        """Load saved adapter values into this model's existing adapters (e.g. to resume training)."""
-        files = read_adapter(adapter_directory)
-        _copy_adapter_tensors(_adapter_state(self.adapter_layers()), files.tensors, str(adapter_directory))
-
+    # ------------------------------------------------------------------ loading
     @classmethod
-    def from_pretrained(
-        cls, model: nn.Module, adapter_directory: str | Path, is_trainable: bool = False
-    ) -> RoPOModel:
-        """Attach a saved adapter to ``model``; checks everything first, so a failure changes nothing."""
-        files = read_adapter(adapter_directory)
-        layers = _build_matching_layers(model, files, str(adapter_directory))
-        wrapped = cls(model, files.config, layers)
-        for parameter in _adapter_state(layers).values():
-            parameter.requires_grad_(is_trainable)
-        return wrapped
-
-
-def _build_matching_layers(model: nn.Module, files: AdapterFiles, source: str) -> dict[str, RoPOLinear]:
-    """Adapter layers for ``model`` filled from ``files``, or a RoPOLoadError saying what differs."""
-    modules = dict(model.named_modules())
-    missing = [name for name in files.modules if name not in modules]
-    if missing:
-        raise RoPOLoadError(
-            f"{source}: the base model ({type(model).__name__}) has no module(s) {missing[:5]}"
-            + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            + f"; the adapter was made for {files.config.base_model_name_or_path!r}"
-        )
-    mismatched = []
-    for name, (out_features, in_features) in files.modules.items():
-        check_adaptable(name, modules[name])
-        base = (modules[name].out_features, modules[name].in_features)
-        if base != (out_features, in_features):
-            mismatched.append(f"{name}: adapter (out, in)={(out_features, in_features)}, base {base}")
-    if mismatched:
-        raise RoPOLoadError(f"{source}: shapes differ from the base model: " + "; ".join(mismatched[:5]))
-    layers = {name: RoPOLinear(modules[name], files.config) for name in files.modules}
-    _copy_adapter_tensors(_adapter_state(layers), files.tensors, source)
-    return layers
-
-
-def _copy_adapter_tensors(
-    parameters: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], source: str
-) -> None:
-    """Copy saved tensors into adapter parameters after checking every key and shape."""
-    missing = sorted(set(parameters) - set(tensors))
-    unexpected = sorted(set(tensors) - set(parameters))
-    if missing or unexpected:
-        raise RoPOLoadError(
-            f"{source}: tensors do not match the adapter: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-    for key, parameter in parameters.items():
-        if tensors[key].shape != parameter.shape:
+    def _remap_adapter_state_dict_for_load(
+        cls, model: nn.Module, config: RoPOConfig, adapter_name: str, state_dict: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """PEFT's remapping, then a strict check: every adapter tensor present, none unknown, every shape right."""
+        remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
+        own = {
+            key: value for key, value in model.state_dict().items()
+            if f".{cls.prefix}" in key and f".{adapter_name}." in key
+        }
+        missing = sorted(set(own) - set(remapped))
+        unexpected = sorted(k for k in remapped if f".{cls.prefix}" in k and k not in own)
+        if missing or unexpected:
             raise RoPOLoadError(
-                f"{source}: tensor {key} has shape {tuple(tensors[key].shape)}, expected {tuple(parameter.shape)}"
+                f"the saved adapter does not match this model: {len(missing)} tensor(s) missing {missing[:3]}, "
+                f"{len(unexpected)} unexpected {unexpected[:3]}"
             )
-    with torch.no_grad():
-        for key, parameter in parameters.items():
-            parameter.copy_(tensors[key])
+        wrong = [
+            f"{key}: saved {tuple(remapped[key].shape)}, model {tuple(value.shape)}"
+            for key, value in sorted(own.items()) if remapped[key].shape != value.shape
+        ]
+        if wrong:
+            raise RoPOLoadError("saved adapter shapes differ from the model: " + "; ".join(wrong[:3]))
+        return remapped
 
-
-def get_ropo_model(model: nn.Module, config: RoPOConfig | None = None) -> RoPOModel:
-    """Freeze ``model`` and add RoPO adapters to the layers ``config`` selects (identity at init)."""
-    return RoPOModel(model, config or RoPOConfig())
-
-
-class AutoRoPOModelForCausalLM:
-    """Load base model and adapter in one call, like PEFT's ``AutoPeftModelForCausalLM``."""
-
+    # ------------------------------------------------------------------ RoPO's own
     @staticmethod
-    def from_pretrained(adapter_directory: str | Path, is_trainable: bool = False, **model_kwargs: Any) -> RoPOModel:
-        from transformers import AutoModelForCausalLM
+    def from_pretrained(model: nn.Module, adapter_directory: str | Path, is_trainable: bool = False, **kwargs: Any):
+        """ropo 0.1's loader, now ``PeftModel.from_pretrained`` (returns the ``PeftModel``)."""
+        from ropo.adapter.api import load_adapter_model
 
-        config, _ = read_config(adapter_directory)
-        if not config.base_model_name_or_path:
-            raise RoPOLoadError(
-                f"{adapter_directory}: the adapter does not record its base model; "
-                "load the base yourself and call RoPOModel.from_pretrained(base, path)"
-            )
-        base = AutoModelForCausalLM.from_pretrained(config.base_model_name_or_path, **model_kwargs)
-        return RoPOModel.from_pretrained(base, adapter_directory, is_trainable=is_trainable)
+        return load_adapter_model(model, adapter_directory, is_trainable=is_trainable, **kwargs)
+
+    def adapter_layers(self) -> dict[str, RoPOLayer]:
+        """The adapted layers by their name in the adapted model."""
+        return {name: m for name, m in self.model.named_modules() if isinstance(m, RoPOLayer)}
+
+    @torch.no_grad()
+    def orthogonality_error(self) -> float:
+        """max |QᵀQ − I| over every active rotation (≈1e-7 in fp32)."""
+        return orthogonality_error(self.model)
+
+    def merged(self) -> contextlib.AbstractContextManager[None]:
+        """See :func:`merged_for_inference`."""
+        return merged_for_inference(self.model)
+
+
+@contextlib.contextmanager
+def merged_for_inference(model: nn.Module) -> Iterator[None]:
+    """Within this block the RoPO adapters in ``model`` are folded into the weights, so inference
+    (token by token generation) costs exactly the base model's; afterwards the weights are
+    restored bit for bit. Layers already merged stay merged; other adapters are left alone (their
+    unmerge is not exact)."""
+    layers = [layer for layer in model.modules() if isinstance(layer, RoPOLayer) and not layer.merged]
+    for layer in layers:
+        layer.merge()
+    try:
+        yield
+    finally:
+        for layer in layers:
+            if layer.merged:
+                layer.unmerge()
+
+
+@torch.no_grad()
+def orthogonality_error(model: nn.Module) -> float | None:
+    """max |QᵀQ − I| over the RoPO rotations in ``model`` (a PEFT model or any module); None if it has none."""
+    errors = [
+        rotation.orthogonality_error()
+        for layer in model.modules() if isinstance(layer, RoPOLayer)
+        for name, rotation in layer.ropo_rotation.items() if name in layer.active_adapters
+    ]
+    return max(errors) if errors else None

@@ -2,10 +2,12 @@
 the judge, keep the best and worst as (chosen, rejected) when the judge separates them clearly.
 
 Prompts are split into train and test before sampling (seeded shuffle), so the test prompts are known
-even where no pair was kept. Sampling is batched with left padding; each batch reseeds torch with
+even where no pair was kept. Answers are sampled by evaluation's ``generate``, the same pipeline that
+answers the held-out prompts: the same chat rendering, padding, sampling settings and stop tokens, so
+"a finished answer" means the same in the data and in its evaluation. Each batch reseeds torch with
 ``seed + batch index``, so a build is reproducible for the same model, settings and machine. Answers
-that hit ``max_new_tokens`` before the end-of-turn token are cut off, and are left out of the pairs:
-training on them would teach the model to stop mid-sentence.
+that hit ``max_new_tokens`` before a stop token are cut off, and are left out of the pairs: training
+on them would teach the model to stop mid-sentence.
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ from statistics import fmean
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ropo.adapter.errors import RoPOConfigError
 from ropo.demo_task import judge
 from ropo.demo_task.records import BUILD_INFO, SPLITS, TEST_PROMPTS, TaskDataError, read_json, write_json, write_jsonl
+from ropo.evaluation.generation import SamplingSettings, generate
+from ropo.evaluation.prompts import Prompt
 
-FORMAT_VERSION = 1
+#: 2: sampled through evaluation's ``generate`` (its stop tokens, top-k off, batches of answers).
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ class BuildSettings:
 
     num_samples: int = 4          # answers sampled per prompt
     max_new_tokens: int = 128     # longer answers are cut off and left out of the pairs
-    batch_size: int = 8           # prompts per generate call (each with num_samples sequences)
+    batch_size: int = 8           # prompts per generate call: batch_size × num_samples answers
     temperature: float = 0.9
     top_p: float = 0.95
     seed: int = 0
@@ -91,37 +95,19 @@ def sample_answers(
     settings: BuildSettings,
     progress: bool = False,
 ) -> list[list[Sample]]:
-    """``settings.num_samples`` sampled answers to each user prompt, rendered with the chat template."""
-    eos_id = tokenizer.eos_token_id
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
-    starts = range(0, len(prompts), settings.batch_size)
-    answers: list[list[Sample]] = []
-    model.eval()
-    for batch_index, start in enumerate(tqdm(starts, desc="sampling", unit="batch", disable=not progress)):
-        texts = [
-            tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
-            for prompt in prompts[start : start + settings.batch_size]
-        ]
-        inputs = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
-        torch.manual_seed(settings.seed + batch_index)
-        with torch.inference_mode():
-            output = model.generate(
-                **inputs.to(model.device),
-                do_sample=True,
-                temperature=settings.temperature,
-                top_p=settings.top_p,
-                max_new_tokens=settings.max_new_tokens,
-                num_return_sequences=settings.num_samples,
-                eos_token_id=eos_id,
-                pad_token_id=pad_id,
-            )
-        new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
-        samples = []
-        for tokens in new_tokens:
-            finished = eos_id in tokens
-            kept = tokens[: tokens.index(eos_id)] if finished else tokens
-            samples.append(Sample(tokenizer.decode(kept, skip_special_tokens=True).strip(), finished))
-        answers.extend(samples[i : i + settings.num_samples] for i in range(0, len(samples), settings.num_samples))
+    """``settings.num_samples`` sampled answers to each user prompt, in prompt order, by ``generate``."""
+    sampling = SamplingSettings(
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        samples_per_prompt=settings.num_samples,
+        seed=settings.seed,
+        batch_size=settings.batch_size * settings.num_samples,
+    )
+    jobs = [Prompt(index, (prompt,), "build") for index, prompt in enumerate(prompts)]
+    answers: list[list[Sample]] = [[] for _ in prompts]
+    for answer in generate(model, tokenizer, jobs, sampling, progress, "sampling"):  # ordered by sample
+        answers[answer.prompt_id].append(Sample(answer.text, not answer.hit_limit))
     return answers
 
 

@@ -1,6 +1,7 @@
 """Evaluation of aligned models: generation, judges, retention, drift, exports and the HTML report."""
 
-from ropo.evaluation.drift import LayerEnergy, Reference, generation_kl, layer_energies, orthogonality_error
+from ropo.adapter import orthogonality_error
+from ropo.evaluation.drift import LayerEnergy, Reference, generation_kl, layer_energies
 from ropo.evaluation.errors import EvaluationError
 from ropo.evaluation.evaluate import Candidate, EvalOptions, ModelEvaluation, evaluate_candidate, evaluate_models
 from ropo.evaluation.export import alpaca_eval_outputs, mt_bench_answers, write_exports

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ropo.evaluation.drift import DEFAULT_HE_MODULES
+from ropo.evaluation.errors import EvaluationError
 from ropo.evaluation.evaluate import Candidate, EvalOptions, evaluate_models
 from ropo.evaluation.generation import SamplingSettings
 from ropo.evaluation.judges import load_judge
@@ -32,6 +33,15 @@ def load_candidate(path: str, device: str) -> tuple[Candidate, str | None]:
     return Candidate(run.name, model, run.tokenizer, source=str(path), method=run.method), base
 
 
+def _check_local_path(path: str) -> None:
+    """A path that can only be local (absolute, ``./``, ``../``, ``~``, or more than one ``/``)
+    and is missing is named as missing; the hub would only say it is not a valid repo id."""
+    local = path.startswith(("/", "./", "../", "~")) or path in (".", "..") or path.rstrip("/").count("/") > 1
+    if local and not Path(path).expanduser().exists():
+        raise EvaluationError(f"{path}: no such folder (expected a run folder from ropo train, a model folder, "
+                              "a hub id, default or tiny:<arch>)")
+
+
 def _base_model(name: str, device: str, cache: dict[str, nn.Module]) -> nn.Module:
     if name not in cache:
         cache[name] = load_candidate(name, device)[0].model
@@ -50,6 +60,8 @@ def _candidates(args: argparse.Namespace, device: str) -> Iterator[Candidate]:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    for path in [*args.models, *(p for p in (args.baseline, args.base) if p)]:
+        _check_local_path(path)  # before the judge and the first model load
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     settings = SamplingSettings(
         max_new_tokens=args.max_new_tokens,

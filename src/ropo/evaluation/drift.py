@@ -13,15 +13,15 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ropo.adapter import RoPOModel
 from ropo.evaluation.errors import EvaluationError
 from ropo.evaluation.generation import Generation
 from ropo.evaluation.scoring import continuation_log_probs
 from ropo.metrics import hyperspherical_energy
-from ropo.metrics.weights import DEFAULT_TRACKED_MODULES, effective_weights, tracked_layers
+from ropo.methods import DEFAULT_TARGET_MODULES
+from ropo.models.weights import base_weights, effective_weights, tracked_layers, unwrapped
 
 #: Layers whose HE is measured in a model without adapters (fully fine-tuned): RoPO's default targets.
-DEFAULT_HE_MODULES = DEFAULT_TRACKED_MODULES
+DEFAULT_HE_MODULES = DEFAULT_TARGET_MODULES
 
 
 class Reference:
@@ -87,29 +87,18 @@ class LayerEnergy:
         return {**asdict(self), "change": self.change, "relative_change": self.relative_change}
 
 
-def _inner(model: nn.Module) -> nn.Module:
-    """The transformers model under a RoPO or PEFT wrapper (module names as in the base model)."""
-    if isinstance(model, RoPOModel):
-        return model.wrapped_model
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 def _base_weights(model: nn.Module, names: Sequence[str], base_model: nn.Module | None) -> dict[str, torch.Tensor]:
     """Each layer's weight before tuning: from ``base_model`` if given, else the adapter's frozen layer."""
     if base_model is not None:
-        base = _inner(base_model)
-        return {name: base.get_submodule(name).weight for name in names}
+        return effective_weights(unwrapped(base_model), names)
     if not hasattr(model, "disable_adapter"):
         raise EvaluationError(
             f"{type(model).__name__} has no adapter: the HE change needs the base model (ropo eval --base)"
         )
-    weights = {}
-    for name in names:
-        layer = _inner(model).get_submodule(name)
-        if getattr(layer, "merged", False):
-            raise EvaluationError(f"layer {name!r}: the adapter is merged; unmerge it or pass the base model")
-        weights[name] = layer.get_base_layer().weight if hasattr(layer, "get_base_layer") else layer.base_layer.weight
-    return weights
+    try:
+        return base_weights(model, names)
+    except ValueError as error:
+        raise EvaluationError(str(error)) from None
 
 
 def layer_energies(
@@ -122,6 +111,3 @@ def layer_energies(
     return [LayerEnergy(n, hyperspherical_energy(before[n]), hyperspherical_energy(after[n])) for n in names]
 
 
-def orthogonality_error(model: nn.Module) -> float | None:
-    """max|QᵀQ − I| over RoPO layers (None for other models: they have no rotation)."""
-    return model.orthogonality_error() if isinstance(model, RoPOModel) else None

@@ -6,7 +6,6 @@ one only when it is its turn); ``commands.py`` is the thin CLI over this.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import time
@@ -20,8 +19,8 @@ from typing import Any
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from ropo.adapter.model import RoPOModel
-from ropo.evaluation.drift import DEFAULT_HE_MODULES, Reference, generation_kl, layer_energies, orthogonality_error
+from ropo.adapter import merged_for_inference, orthogonality_error
+from ropo.evaluation.drift import DEFAULT_HE_MODULES, Reference, generation_kl, layer_energies
 from ropo.evaluation.errors import EvaluationError
 from ropo.evaluation.export import write_exports
 from ropo.evaluation.generation import Generation, SamplingSettings, generate
@@ -122,8 +121,8 @@ def evaluate_candidate(
     """Every metric for one tuned model. Without ``baseline`` the judge compares with the model's base."""
     settings, model, tokenizer = options.settings, candidate.model, candidate.tokenizer
     result = ModelEvaluation(candidate.name, candidate.source, candidate.method, "candidate")
-    # A RoPO model answers with its adapters merged: the same model, at the base model's speed.
-    with model.merged() if isinstance(model, RoPOModel) else contextlib.nullcontext():
+    # RoPO adapters answer merged: the same model, at the base model's speed.
+    with merged_for_inference(model):
         result.generations = generate(model, tokenizer, prompts, settings, options.progress, candidate.name)
     result.metrics.update(answer_metrics(result.generations, settings.max_new_tokens))
     reference = _reference(candidate)

@@ -1,8 +1,11 @@
 """Batched, seeded generation whose every setting is recorded, so runs are compared like for like.
 
-Prompts are rendered with the tokenizer's chat template and left-padded (the convention for
-decoder-only ``generate``). Before batch k the torch RNG is seeded with ``seed + k``: the same
-prompts, settings and batch size give the same samples for every model.
+Prompts are rendered with the tokenizer's chat template and left-padded by the tokenizer itself
+(the convention for decoder-only ``generate``). Before batch k the torch RNG is seeded with
+``seed + k``: the same prompts, settings and batch size give the same samples for every model.
+An answer is finished when it reaches a stop token (``stop_token_ids``); everything that samples
+answers (evaluation, the demo task's dataset build) goes through ``generate``, so "finished" means
+one thing everywhere.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import GenerationConfig, PreTrainedTokenizerBase
+from transformers import BatchEncoding, GenerationConfig, PreTrainedTokenizerBase
 
 from ropo.evaluation.errors import EvaluationError
 from ropo.evaluation.prompts import Prompt
@@ -99,10 +102,13 @@ def stop_token_ids(model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> list
 
 
 def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad is None:
-        raise EvaluationError(f"{type(tokenizer).__name__}: neither a pad nor an EOS token to pad batches with")
-    return pad
+    """The id the tokenizer pads with (``ropo``'s ``load_tokenizer`` sets it to EOS where it is missing)."""
+    if tokenizer.pad_token_id is None:
+        raise EvaluationError(
+            f"{type(tokenizer).__name__}: no pad token to pad batches with; set tokenizer.pad_token "
+            "(e.g. to tokenizer.eos_token)"
+        )
+    return tokenizer.pad_token_id
 
 
 def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> list[int]:
@@ -114,16 +120,10 @@ def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message
     return tokenizer(text)["input_ids"]
 
 
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask) with every row right-aligned."""
-    width = max(len(row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        if row:
-            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-            mask[i, width - len(row) :] = 1
-    return ids, mask
+def left_padded(tokenizer: PreTrainedTokenizerBase, rows: Sequence[Sequence[int]]) -> BatchEncoding:
+    """``input_ids`` and ``attention_mask`` tensors with every row right-aligned, padded by the tokenizer."""
+    pad_token_id(tokenizer)
+    return tokenizer.pad({"input_ids": [list(row) for row in rows]}, padding=True, padding_side="left", return_tensors="pt")
 
 
 def _split_answer(new_ids: list[int], stops: set[int]) -> tuple[list[int], int, bool]:
@@ -171,13 +171,11 @@ def generate(
             for start in range(0, len(jobs), settings.batch_size):
                 chunk = jobs[start : start + settings.batch_size]
                 prompt_ids = [render_prompt(tokenizer, messages) for _, _, messages in chunk]
-                input_ids, mask = left_pad(prompt_ids, pad)
+                inputs = left_padded(tokenizer, prompt_ids).to(device)
                 torch.manual_seed(settings.seed + batch_index)
                 batch_index += 1
-                output = model.generate(
-                    input_ids=input_ids.to(device), attention_mask=mask.to(device), generation_config=config
-                )
-                for (prompt, sample, messages), ids, row in zip(chunk, prompt_ids, output[:, input_ids.shape[1] :]):
+                output = model.generate(**inputs, generation_config=config)
+                for (prompt, sample, messages), ids, row in zip(chunk, prompt_ids, output[:, inputs["input_ids"].shape[1] :]):
                     kept, length, cut = _split_answer(row.tolist(), set(stops))
                     text = tokenizer.decode(kept[:length], skip_special_tokens=True).strip()
                     results.append(Generation(prompt.id, turn, sample, messages, text, length, cut, ids, kept))

@@ -80,8 +80,11 @@ class RewardModelJudge(PointwiseJudge):
             )
         self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
         self.max_length = max_length
-        # Without a pad id the model pools the last position, which is only right for unpadded rows.
-        self.batch_size = batch_size if model.config.pad_token_id is not None else 1
+        # The model pools the last token that is not its config's pad id: rows can share a batch only
+        # when the tokenizer pads with that id (without one it pools the last position, right only
+        # for unpadded rows).
+        pads_match = tokenizer.pad_token_id is not None and tokenizer.pad_token_id == model.config.pad_token_id
+        self.batch_size = batch_size if pads_match else 1
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, device: str | torch.device = "cpu", **kwargs) -> RewardModelJudge:
@@ -104,17 +107,13 @@ class RewardModelJudge(PointwiseJudge):
 
     @torch.inference_mode()
     def score(self, conversations: Sequence[Conversation]) -> list[float]:
-        pad = self.model.config.pad_token_id
         device = model_device(self.model)
         scores: list[float] = []
         for start in range(0, len(conversations), self.batch_size):
             rows = [self._render(c) for c in conversations[start : start + self.batch_size]]
-            width = max(map(len, rows))
-            ids = torch.full((len(rows), width), pad if pad is not None else 0, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for i, row in enumerate(rows):
-                ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
-            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            # A lone row needs no padding (and its tokenizer may have no pad token).
+            inputs = self.tokenizer.pad({"input_ids": rows}, padding=len(rows) > 1, padding_side="right", return_tensors="pt")
+            logits = self.model(**inputs.to(device)).logits
             scores.extend(logits[:, 0].float().tolist())
         return scores
 

@@ -24,6 +24,8 @@ from ropo.evaluation.prompts import Prompt, data_path
 from ropo.evaluation.scoring import continuation_log_likelihoods
 
 DEFAULT_QA_PROBE = "qa_probe.jsonl"
+#: 436 questions written for this project (see data/README.md): enough to see a few points of forgetting.
+LARGE_QA_PROBE = "qa_probe_large.jsonl"
 QA_INSTRUCTION = "Answer with just the answer, in as few words as possible.\n"
 
 
@@ -37,6 +39,7 @@ class QAItem:
 class QAResult:
     accuracy: float  # share of questions whose greedy answer contains an accepted answer
     answer_log_likelihood: float  # mean over questions of log p(first accepted answer | question), nats
+    correct: tuple[bool, ...]  # per question, in order: what a confidence interval over questions resamples
 
 
 def load_qa_probe(path: str | Path | None = None) -> list[QAItem]:
@@ -78,13 +81,13 @@ def qa_probe(
     prompts = [Prompt(i, (QA_INSTRUCTION + item.question,), "qa_probe") for i, item in enumerate(items)]
     greedy = SamplingSettings(max_new_tokens=max_new_tokens, do_sample=False, samples_per_prompt=1, batch_size=batch_size)
     answers = generate(model, tokenizer, prompts, greedy, progress=progress, description="QA probe")
-    accuracy = fmean(answer_matches(a.text, item.answers) for a, item in zip(answers, items))
+    correct = tuple(answer_matches(a.text, item.answers) for a, item in zip(answers, items))
     pairs = [
         (render_prompt(tokenizer, [{"role": "user", "content": p.turns[0]}]),
          tokenizer(item.answers[0], add_special_tokens=False)["input_ids"])
         for p, item in zip(prompts, items)
     ]
-    return QAResult(accuracy, fmean(continuation_log_likelihoods(model, pairs, batch_size)))
+    return QAResult(fmean(correct), fmean(continuation_log_likelihoods(model, pairs, batch_size)), correct)
 
 
 def lm_eval_scores(

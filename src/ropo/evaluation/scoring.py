@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 
 from ropo.evaluation.generation import model_device
 
@@ -18,17 +19,14 @@ def continuation_log_probs(model: nn.Module, pairs: Sequence[Pair]) -> list[torc
     """For each pair, log-softmax over the vocabulary at each continuation token: (len(cont), V), fp32.
 
     One forward pass over the right-padded batch; padding sits after every real token, so causal
-    attention keeps it out of the scored positions.
+    attention keeps it out of the scored positions and its id does not matter: torch pads with 0
+    here, as the callers hold token ids but no tokenizer.
     """
-    rows = [list(context) + list(continuation) for context, continuation in pairs]
     if any(not context or not continuation for context, continuation in pairs):
         raise ValueError("continuation_log_probs needs a non-empty context and continuation in every pair")
-    width = max(len(row) for row in rows)
-    ids = torch.zeros((len(rows), width), dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
+    rows = [torch.tensor([*context, *continuation], dtype=torch.long) for context, continuation in pairs]
+    ids = pad_sequence(rows, batch_first=True, padding_side="right")
+    mask = pad_sequence([torch.ones_like(row) for row in rows], batch_first=True, padding_side="right")
     device = model_device(model)
     logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
     scored = []

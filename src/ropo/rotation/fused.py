@@ -316,6 +316,13 @@ def _rotate(
     return x
 
 
+def without_autocast(device_type: str) -> torch.autocast:
+    """A block in which autocast is off on ``device_type``: the rotation's arithmetic (forward and
+    backward) stays in the adapter's dtype whatever autocast the caller runs under; its result is
+    cast to the input's dtype by the layer."""
+    return torch.autocast(device_type=device_type, enabled=False)
+
+
 def _tiles(x: torch.Tensor) -> list[tuple[int, int]]:
     """Row ranges of equal tiles of at most ``TILE_BYTES`` of fp32 and at least ``MIN_TILE_ROWS``
     rows on CPU (so that every pass over a tile after the first reads the core's cache), one
@@ -375,6 +382,11 @@ class _FusedRotation(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         x, updates, *blocks = ctx.saved_tensors
+        with without_autocast(x.device.type):
+            return _FusedRotation._backward(ctx, x, updates, blocks, grad_output.to(updates.dtype))
+
+    @staticmethod
+    def _backward(ctx, x, updates, blocks, grad_output):
         input_grad = ctx.needs_input_grad[0]
         update_grads = torch.zeros_like(updates)
         block_grads = [torch.zeros_like(matrices) for matrices in blocks]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ropo.rotation.fused import GivensPlan, fused_operands, fused_rotate, givens_plan
+from ropo.rotation.fused import GivensPlan, fused_operands, fused_rotate, givens_plan, without_autocast
 from ropo.rotation.layout import GivensStage, givens_angle_count, givens_stages
 from ropo.rotation.operators import apply_givens_stage, apply_householder_pair
 from ropo.rotation.triton_rotation import triton_available, triton_rotate
@@ -124,6 +124,12 @@ class OrthogonalRotation(KeepsAdapterDtype):
         """
         if x.shape[-1] != self.dim:
             raise ValueError(f"rotation of width {self.dim} got input of width {x.shape[-1]}")
+        # Under bf16/fp16 autocast the rotation still computes in the adapter's dtype: autocast
+        # would run its matmuls in half precision and mix dtypes inside the fused kernels.
+        with without_autocast(x.device.type):
+            return self._rotate(x)
+
+    def _rotate(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend == "auto":
             plan = givens_plan(self.dim, self.givens_layout, str(self.angles.device))
             rotate = triton_rotate if x.is_cuda and triton_available(x) else fused_rotate

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ropo.rotation.fused import GivensLevel, GivensPlan
+from ropo.rotation.fused import GivensLevel, GivensPlan, without_autocast
 
 #: ``triton.language``, bound on first use (the kernels below look it up as a module global).
 tl: Any = None
@@ -317,7 +317,11 @@ class _TritonRotation(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         x, updates, *blocks = ctx.saved_tensors
-        updates = updates.contiguous()
+        with without_autocast(x.device.type):
+            return _TritonRotation._backward(ctx, x, updates.contiguous(), blocks, grad_output)
+
+    @staticmethod
+    def _backward(ctx, x, updates, blocks, grad_output):
         inputs: list[torch.Tensor] = []
         _forward(x, ctx.levels, updates, blocks, inputs)
         # An own copy: each step turns it, in place, into the gradient of its input.

@@ -12,12 +12,12 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from ropo.adapter import RoPOModel
+from ropo.adapter import orthogonality_error
 from ropo.metrics import hyperspherical_energy
 from ropo.evaluation.generation import SamplingSettings, generate
 from ropo.evaluation.prompts import Prompt
 from ropo.metrics.lengths import LengthStats, length_stats
-from ropo.metrics.weights import effective_weights
+from ropo.models.weights import effective_weights
 
 
 class ProgressBar(ProgressCallback):
@@ -100,8 +100,9 @@ class RunMonitor(TrainerCallback):
         if state.global_step <= max(1, state.logging_steps):
             record.update(self.data_lengths)
         if self.energy is not None and self._due(self.metrics_every, state):
-            if isinstance(model, RoPOModel):
-                record["orthogonality_error"] = model.orthogonality_error()
+            error = orthogonality_error(model)
+            if error is not None:
+                record["orthogonality_error"] = error
             changes = self.energy.changes(model)
             record["he_change_mean"] = fmean(abs(v) for v in changes.values())
             record.update({f"he_change/{name}": value for name, value in changes.items()})

@@ -10,15 +10,18 @@ def _train(args: argparse.Namespace) -> int:
     from ropo.training.run import train
 
     recipe = load_recipe(args.recipe, args.overrides)
-    result = train(recipe, resume=args.resume)
-    print(f"run written to {result.run_dir}")
+    result = train(recipe, resume=args.resume, force=args.force, restart=args.restart)
+    if result.finished:
+        print(f"run in {result.run_dir} had already finished; nothing was changed")
+    else:
+        print(f"run written to {result.run_dir}")
     return 0
 
 
 def _merge(args: argparse.Namespace) -> int:
     from ropo.training.merge import merge_to_directory
 
-    out = merge_to_directory(args.adapter_dir, args.base, args.out, args.dtype)
+    out = merge_to_directory(args.adapter_dir, args.base, args.out, args.dtype, force=args.force)
     print(f"merged model written to {out}")
     return 0
 
@@ -31,12 +34,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("recipe", help="YAML recipe (see configs/)")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides")
-    train.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last checkpoint")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in output_dir from its last complete checkpoint (a finished run is left as it is)")
+    train.add_argument("--restart", action="store_true",
+                       help="discard the run in output_dir (its checkpoints, metrics, data and weights; other files are kept) "
+                            "and start again from step 0, e.g. after a crash before the first checkpoint")
+    train.add_argument("--force", action="store_true",
+                       help="write into a non-empty output_dir that holds no run, or --resume although the recipe or data changed")
     train.set_defaults(func=_train)
 
     merge = subparsers.add_parser("merge", help="fold a RoPO adapter into its base and save a plain model")
     merge.add_argument("adapter_dir")
     merge.add_argument("--base", required=True, help="base model (folder, hub id, default, tiny:<arch>)")
-    merge.add_argument("--out", required=True, help="output folder")
+    merge.add_argument("--out", required=True, help="output folder (new, empty, or an earlier merge's)")
+    merge.add_argument("--force", action="store_true",
+                       help="replace --out even if it is a file or a non-empty folder not written by ropo merge "
+                            "(a folder holding the adapter or its run is never replaced)")
     merge.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     merge.set_defaults(func=_merge)

@@ -49,16 +49,27 @@ def _read_rows(spec: str, split: str) -> tuple[list[Any], str]:
     if path.is_file():
         if path.suffix in (".jsonl", ".json"):
             return read_json_rows(path, DataError, objects=False), str(path)
-        if path.suffix in (".parquet", ".csv"):
+        if path.suffix == ".csv":
+            return _read_csv(path), str(path)
+        if path.suffix == ".parquet":
             from datasets import load_dataset
 
-            dataset = load_dataset(path.suffix[1:], data_files=str(path), split="train")
+            try:
+                dataset = load_dataset("parquet", data_files=str(path), split="train")
+            except Exception as error:  # datasets wraps pyarrow's many errors in its own
+                raise DataError(f"{path}: not a readable parquet file ({type(error).__name__}: {error})") from None
             return dataset.to_list(), str(path)
         raise DataError(f"{path}: unsupported file type {path.suffix!r} (use .jsonl, .json, .parquet or .csv)")
     if path.is_dir():
         from datasets import DatasetDict, load_from_disk
 
-        loaded = load_from_disk(str(path))
+        try:
+            loaded = load_from_disk(str(path))
+        except FileNotFoundError:
+            raise DataError(
+                f"{path}: is a folder but not a saved `datasets` dataset (no dataset_info.json / state.json); "
+                "give a .jsonl, .json, .parquet or .csv file, or a folder written by Dataset.save_to_disk"
+            ) from None
         if isinstance(loaded, DatasetDict):
             if split not in loaded:
                 raise DataError(f"{path}: no split {split!r}; it has {sorted(loaded)}")
@@ -73,6 +84,30 @@ def _read_rows(spec: str, split: str) -> tuple[list[Any], str]:
     except Exception as error:  # the hub raises many types; all mean "cannot get it"
         raise DataError(f"hub dataset {spec!r} [{split}]: cannot be loaded ({type(error).__name__}: {error})") from None
     return dataset.to_list(), f"hub dataset {spec} [{split}]"
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header line; ragged rows are errors naming the line."""
+    import csv
+    import io
+
+    from ropo.io import read_text_file
+
+    text = read_text_file(path, DataError, "data file")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        lines = [(reader.line_num, line) for line in reader if line]
+    except csv.Error as error:
+        raise DataError(f"{path}: line {reader.line_num}: not valid CSV ({error})") from None
+    if not lines:
+        raise DataError(f"{path}: empty file; expected a header line (prompt,chosen,rejected) and rows")
+    (_, header), rows = lines[0], lines[1:]
+    if not rows:
+        raise DataError(f"{path}: only a header line ({','.join(header)}), no rows")
+    for number, line in rows:
+        if len(line) != len(header):
+            raise DataError(f"{path}: line {number}: {len(line)} fields, the header has {len(header)} ({','.join(header)})")
+    return [dict(zip(header, line)) for _, line in rows]
 
 
 def _field_problem(value: Any) -> tuple[str | None, str | None]:
@@ -101,6 +136,7 @@ def validate_rows(rows: list[Any], source: str) -> tuple[list[dict[str, Any]], b
     missing = [c for c in ("chosen", "rejected") if c not in present]
     if missing:
         raise DataError(f"{source}: missing column(s) {missing}; found {sorted(present)}")
+    prompted = "prompt" in present
     problems, formats, clean = [], Counter(), []
     for number, row in enumerate(rows, start=1):
         if not isinstance(row, dict):
@@ -111,7 +147,10 @@ def validate_rows(rows: list[Any], source: str) -> tuple[list[dict[str, Any]], b
             continue
         row_formats = set()
         for column in COLUMNS:
+            if column == "prompt" and not prompted:
+                continue  # no row has a prompt: TRL's implicit-prompt format
             if column == "prompt" and column not in row:
+                problems.append(f"row {number}: 'prompt' is missing (other rows have one; give every row a prompt)")
                 continue
             if row.get(column) is None:
                 problems.append(f"row {number}: '{column}' is missing")

@@ -2,11 +2,15 @@
 
 TRL truncates the *end* of over-long sequences, which cuts the completions that carry the
 preference. We shorten the prompt instead (oldest text first) and count how many rows needed it.
+Lengths are measured as TRL measures them (prompt and completion tokenized together, with the
+EOS it appends), and a prompt is cut between characters, never inside one: cutting a list of
+token ids can split a multi-byte character, and the re-tokenized text can come out longer.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from statistics import fmean
 from typing import Any
@@ -48,19 +52,50 @@ def _template_length(tokenizer: PreTrainedTokenizerBase, messages: list[dict], g
     return len(encoded["input_ids"])
 
 
+def shortest_cut(text: str, fits: Callable[[str], bool]) -> int | None:
+    """The smallest character index ``i`` for which ``fits(text[i:])`` (None: not even ``""`` fits).
+
+    A binary search (token counts grow with the text, up to merges at the cut), then a step
+    forward until it really fits.
+    """
+    if not fits(text[len(text):]):
+        return None
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high) // 2
+        if fits(text[middle:]):
+            high = middle
+        else:
+            low = middle + 1
+    while not fits(text[low:]):
+        low += 1
+    return low
+
+
+def _sequence_length(tokenizer: PreTrainedTokenizerBase, prompt: str, completion: str) -> int:
+    """Tokens TRL trains on for ``prompt + completion``: tokenized together, plus the EOS it appends."""
+    eos = tokenizer.eos_token or ""
+    text = prompt + completion + ("" if completion.endswith(eos) else eos)
+    return len(tokenizer(text)["input_ids"])
+
+
 def _fit_standard(row: dict[str, Any], tokenizer, max_length: int, report: LengthReport) -> dict[str, Any]:
     chosen, rejected = len(_ids(tokenizer, row["chosen"])), len(_ids(tokenizer, row["rejected"]))
     report.chosen_lengths.append(chosen)
     report.rejected_lengths.append(rejected)
-    prompt_ids = _ids(tokenizer, row.get("prompt", ""))
-    budget = max_length - max(chosen, rejected) - _SPECIAL_TOKENS
-    if len(prompt_ids) <= budget:
+    prompt = row.get("prompt") or ""
+
+    def fits(text: str) -> bool:
+        return all(_sequence_length(tokenizer, text, row[c]) <= max_length for c in ("chosen", "rejected"))
+
+    if max_length >= 10**9 or fits(prompt):
         return row
-    if budget < 1:
+    cut = shortest_cut(prompt, fits) if prompt else None
+    if not cut:  # None: the completion alone is over; 0 cannot happen (the whole prompt did not fit)
         report.completions_over_limit += 1
         return row
     report.truncated_prompts += 1
-    return {**row, "prompt": tokenizer.decode(prompt_ids[-budget:])}
+    return {**row, "prompt": prompt[cut:]}
 
 
 def _fit_conversational(row: dict[str, Any], tokenizer, max_length: int, report: LengthReport) -> dict[str, Any]:
@@ -78,10 +113,15 @@ def _fit_conversational(row: dict[str, Any], tokenizer, max_length: int, report:
     report.truncated_prompts += 1
     while len(prompt) > 1 and _template_length(tokenizer, prompt, True) > budget:
         prompt.pop(0)  # the oldest turn goes first
-    excess = _template_length(tokenizer, prompt, True) - budget
-    if excess > 0:
-        content_ids = _ids(tokenizer, prompt[0]["content"])
-        prompt[0] = {**prompt[0], "content": tokenizer.decode(content_ids[min(excess, len(content_ids) - 1) :])}
+    if _template_length(tokenizer, prompt, True) > budget:
+        first, rest = prompt[0], prompt[1:]
+
+        def fits(content: str) -> bool:
+            return _template_length(tokenizer, [{**first, "content": content}, *rest], True) <= budget
+
+        cut = shortest_cut(first["content"], fits)
+        if cut is not None:
+            prompt[0] = {**first, "content": first["content"][cut:] or first["content"][-1:]}
     return {**row, "prompt": prompt}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,9 @@ from typing import Any
 import yaml
 
 from ropo.adapter.errors import RoPOError
+from ropo.methods import ADAPTER_METHODS, FULL
 
-METHODS = ("ropo", "full", "lora", "dora", "oft", "hra")
+METHODS = (*ADAPTER_METHODS, FULL)
 MODEL_DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
@@ -146,10 +148,11 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
     source = str(path) if path else "<defaults>"
     values: Any = {}
     if path is not None:
+        from ropo.io import read_text_file
+
+        text = read_text_file(Path(path), RecipeError, "recipe file")
         try:
-            values = parse_yaml(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise RecipeError(f"{path}: no such recipe file") from None
+            values = parse_yaml(text) or {}
         except yaml.YAMLError as error:
             raise RecipeError(f"{path}: not valid YAML ({error})") from None
         if not isinstance(values, dict):
@@ -158,8 +161,43 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
         values = apply_overrides(values, list(overrides))
         source += " + command-line overrides"
     recipe = _merge_section(Recipe, values, "", source)
+    if recipe.method in METHODS:
+        recipe.adapter = adapter_options(recipe.adapter, recipe.method, source)
     validate_recipe(recipe, source)
     return recipe
+
+
+def _option_names(method: str) -> set[str]:
+    """The adapter options ``method`` takes (``full`` only names the layers it tracks)."""
+    if method == FULL:
+        return {"target_modules"}
+    from ropo.methods import _config_class
+
+    return {f.name for f in dataclasses.fields(_config_class(ADAPTER_METHODS[method][0])) if f.init}
+
+
+def adapter_options(adapter: dict[str, Any], method: str, source: str) -> dict[str, Any]:
+    """The ``adapter`` options of ``method``, so that one recipe trains any method (``method=lora``
+    on a RoPO recipe): the shared options plus the method's own section (``adapter.<method>``,
+    which wins). Sections of other methods, and shared options that only other methods take
+    (RoPO's ``preset`` under ``method: lora``), are set aside with a warning naming them; an
+    option no method takes is left in, to be refused with the method's list of keys.
+    """
+    own = adapter.get(method, {})
+    if not isinstance(own, dict):
+        raise RecipeError(f"{source}: adapter.{method} must be a mapping of {method}'s options, got {own!r}")
+    shared = {key: value for key, value in adapter.items() if key not in METHODS}
+    takes = _option_names(method)
+    others = {other: _option_names(other) for other in METHODS if other != method}
+    aside = {
+        key: sorted(other for other, names in others.items() if key in names)
+        for key in shared if key not in takes and key not in own
+    }
+    aside = {key: owners for key, owners in aside.items() if owners}
+    if aside:
+        listed = ", ".join(f"adapter.{key} (an option of {'/'.join(owners)})" for key, owners in aside.items())
+        warnings.warn(f"{source}: method {method!r} does not take {listed}; set aside for this run", stacklevel=3)
+    return {**{key: value for key, value in shared.items() if key not in aside}, **own}
 
 
 def validate_recipe(recipe: Recipe, source: str) -> None:
@@ -173,8 +211,33 @@ def validate_recipe(recipe: Recipe, source: str) -> None:
             raise RecipeError(f"{source}: {key} must be >= 0, got {getattr(recipe, key)}")
     if recipe.data.max_rows is not None and recipe.data.max_rows < 1:
         raise RecipeError(f"{source}: data.max_rows must be >= 1, got {recipe.data.max_rows}")
+    if not recipe.output_dir.strip():
+        raise RecipeError(f"{source}: output_dir is empty: name the run's folder (e.g. output_dir=runs/my-run)")
+    _check_output_layer(recipe, source)
     from ropo.training.methods import build_adapter_config
     from ropo.training.trl_config import build_dpo_config
 
     build_adapter_config(recipe, source)
     build_dpo_config(recipe, source)
+
+
+#: Output layers TRL multiplies by directly (``lm_head.weight``): an adapter there is never used.
+_OUTPUT_LAYERS = ("lm_head",)
+
+
+def _check_output_layer(recipe: Recipe, source: str) -> None:
+    targets = recipe.adapter.get("target_modules")
+    if recipe.method == FULL or targets is None:
+        return
+    if isinstance(targets, str):
+        try:
+            hit = [name for name in _OUTPUT_LAYERS if re.fullmatch(targets, name)]
+        except re.error:
+            return  # the adapter config names the bad regex
+    else:
+        hit = [name for name in _OUTPUT_LAYERS if name in list(targets)]
+    if hit:
+        raise RecipeError(
+            f"{source}: adapter.target_modules includes {hit[0]}: TRL computes log-probs from {hit[0]}.weight "
+            f"directly, so an adapter there would never train; leave {hit[0]} out of target_modules"
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -19,19 +20,26 @@ from datasets import load_from_disk
 from torch import nn
 
 from ropo.evaluation.prompts import Prompt
-from ropo.io import atomic_directory, atomic_write_text
-from ropo.metrics.weights import DEFAULT_TRACKED_MODULES, tracked_layers
+from ropo.io import atomic_directory, atomic_write_text, drop_partial_last_line, is_disk_full
+from ropo.paths import DiskFullError, FolderLock, check_output_dir, check_writable, output_path
+from ropo.training import guards
+from ropo.models.weights import tracked_layers
 from ropo.training.callbacks import EnergyTracker, ProgressBar, RunMonitor
 from ropo.training.data import PreferenceData, load_preference_data
 from ropo.training.lengths import fit_to_max_length
 from ropo.training.loading import load_base_model, load_tokenizer
-from ropo.training.methods import prepare_model
+from ropo.training.methods import build_adapter_config, tracked_module_names
 from ropo.training.recipe import Recipe, RecipeError
 from ropo.training.trl_config import build_dpo_config
 
 RECIPE_FILE = "recipe.yaml"
 METRICS_FILE = "metrics.jsonl"
 ENVIRONMENT_FILE = "environment.json"
+SUMMARY_FILE = "train_summary.json"
+#: Held by the run writing the folder; a second run into it is refused, naming the first's PID.
+LOCK_FILE = ".ropo.lock"
+#: What a run writes into its folder: all ``--restart`` removes (anything else there is kept).
+RUN_ENTRIES = (RECIPE_FILE, METRICS_FILE, ENVIRONMENT_FILE, SUMMARY_FILE, "data", "checkpoints", "adapter", "model")
 _PACKAGES = ("ropo", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "safetensors")
 
 
@@ -60,18 +68,96 @@ def environment(recipe: Recipe) -> dict[str, Any]:
     }
 
 
-def _check_resumable(run_dir: Path, recipe: Recipe, resume: bool) -> None:
-    """Never overwrite a run by accident, and never resume it with a different recipe."""
+def _check_run_dir(run_dir: Path, recipe: Recipe, resume: bool, force: bool, restart: bool, max_steps: int) -> str:
+    """What to do with ``run_dir``: ``new``, ``resume``, ``restart`` or ``finished`` (nothing to do).
+
+    Never overwrites a run (or a folder of anything else) by accident, and never resumes a run
+    with a different recipe unless ``force``.
+    """
+    if resume and restart:
+        raise RecipeError("pass either --resume (continue the run) or --restart (start it again), not both")
     saved = run_dir / RECIPE_FILE
+    if not saved.is_file():
+        if resume:
+            raise RecipeError(f"--resume: {run_dir} holds no run to resume (it has no {RECIPE_FILE})")
+        check_output_dir(run_dir, "output_dir", force=force, ignored={LOCK_FILE})
+        return "new"
+    if restart:
+        return "restart"
     if not resume:
-        if (run_dir / "checkpoints").exists() or saved.exists():
-            raise RecipeError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another output_dir")
-        return
-    if not saved.exists():
-        raise RecipeError(f"--resume: {run_dir} holds no run to resume")
-    changed = recipe_differences(run_dir, recipe)
-    if changed:
-        raise RecipeError(f"--resume: the recipe differs from the one {run_dir} was started with, in {changed}")
+        kind = "a finished run" if run_finished(run_dir, recipe.method, max_steps) else "a run"
+        raise RecipeError(
+            f"{run_dir} already holds {kind}: pass --resume to continue it, --restart to discard it and start "
+            "again from step 0, or choose another output_dir"
+        )
+    changed = recipe_changes(run_dir, recipe)
+    if changed and not force:
+        raise RecipeError(
+            f"--resume: the recipe differs from the one {run_dir} was started with, in {', '.join(changed)}; "
+            "put it back, or pass --force to continue the run with the new recipe"
+        )
+    if run_finished(run_dir, recipe.method, max_steps):
+        return "finished"
+    last_complete_checkpoint(run_dir)  # or an error that says to --restart
+    return "resume"
+
+
+def run_finished(run_dir: Path, method: str, max_steps: int) -> bool:
+    """A run whose final weights and summary were written, at ``max_steps`` (when it is set)."""
+    summary = run_dir / SUMMARY_FILE
+    if not (final_weights_dir(run_dir, method).is_dir() and summary.is_file()):
+        return False
+    try:
+        step = json.loads(summary.read_text())["global_step"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return max_steps <= 0 or step >= max_steps
+
+
+def _restart(run_dir: Path) -> None:
+    """Remove what an earlier run wrote into ``run_dir``, and nothing else."""
+    import shutil
+
+    for name in RUN_ENTRIES:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def recipe_changes(run_dir: Path, recipe: Recipe) -> list[str]:
+    """Each recipe value that differs from the one ``run_dir`` was started with, as
+    ``key (was X, now Y)``. ``output_dir`` is left out: the folder is the run, wherever it moved."""
+    before = _flatten(yaml.safe_load((run_dir / RECIPE_FILE).read_text()) or {})
+    now = _flatten(recipe.to_dict())
+    keys = sorted(k for k in set(before) | set(now) if k != "output_dir" and before.get(k) != now.get(k))
+    return [f"{k} (was {before.get(k)!r}, now {now.get(k)!r})" for k in keys]
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _changed_data(run_dir: Path, name: str, data: PreferenceData) -> str | None:
+    """How ``data`` differs from the rows the run saved under ``data/<name>`` (None: the same)."""
+    saved_dir = run_dir / "data" / name
+    if not saved_dir.is_dir():
+        return f"data.{name}: the run saved no {name} rows"
+    saved = load_from_disk(str(saved_dir)).to_list()
+    rows = data.dataset.to_list()
+    if len(saved) != len(rows):
+        return f"data.{name} ({data.source}): {len(rows)} rows, the run started with {len(saved)}"
+    for number, (before, now) in enumerate(zip(saved, rows), start=1):
+        if before != now:
+            return f"data.{name} ({data.source}): row {number} differs from the one the run started with"
+    return None
 
 
 def recipe_differences(run_dir: Path, recipe: Recipe) -> list[str]:
@@ -81,24 +167,28 @@ def recipe_differences(run_dir: Path, recipe: Recipe) -> list[str]:
     return sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
 
 
-def last_complete_checkpoint(run_dir: Path) -> Path:
-    """The newest checkpoint that was written to the end (a killed run can leave a partial one).
-
-    The trainer writes ``trainer_state.json`` last, so its presence marks a complete checkpoint.
-    """
-    complete = [
+def _complete_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoints written to the end: the trainer writes ``trainer_state.json`` last."""
+    return [
         path for path in (run_dir / "checkpoints").glob("checkpoint-*")
         if path.name.removeprefix("checkpoint-").isdigit() and (path / "trainer_state.json").is_file()
     ]
+
+
+def last_complete_checkpoint(run_dir: Path) -> Path:
+    """The newest checkpoint that was written to the end (a killed run can leave a partial one)."""
+    complete = _complete_checkpoints(run_dir)
     if not complete:
-        raise RecipeError(f"--resume: {run_dir} has no complete checkpoint yet; start the run again without --resume")
+        raise RecipeError(f"--resume: {run_dir} has no complete checkpoint yet; pass --restart to start it again from step 0")
     return max(complete, key=lambda path: int(path.name.removeprefix("checkpoint-")))
 
 
 @dataclass
 class TrainResult:
     run_dir: Path
-    model: nn.Module
+    #: None when the run had already finished and was left as it was (``finished``).
+    model: nn.Module | None
+    finished: bool = False
 
 
 def _sample_prompts(data: PreferenceData, count: int) -> list[Prompt]:
@@ -114,39 +204,84 @@ def _sample_prompts(data: PreferenceData, count: int) -> list[Prompt]:
 
 
 def _write_run_files(run_dir: Path, recipe: Recipe, resume: bool, train_data: PreferenceData,
-                     eval_data: PreferenceData | None, lengths) -> None:
+                     eval_data: PreferenceData | None, lengths, changes: list[str] = ()) -> None:
     """The recipe, the environment, and the validated data as ``datasets`` folders.
+
+    A resumed run keeps what it started with; only what ``--force`` accepted as ``changes`` is
+    written again (and listed under ``resumed`` in the environment, with the resuming command).
 
     Training reads the data back from disk: TRL caches the reference log-probs next to a
     dataset's files, and an in-memory dataset would put them in a private temporary folder that
     the other DDP processes cannot see. It also keeps the exact rows a run trained on.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if not resume or any(not change.startswith("data.") for change in changes):
         atomic_write_text(run_dir / RECIPE_FILE, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     info = environment(recipe) | {
         "train_data": {"source": train_data.source, "rows": lengths.rows, "truncated_prompts": lengths.truncated_prompts},
     }
+    if resume and (run_dir / ENVIRONMENT_FILE).is_file():
+        first = json.loads((run_dir / ENVIRONMENT_FILE).read_text())
+        resumed = {"started": info["started"], "command": info["command"], "packages": info["packages"], "changes": list(changes)}
+        info = first | {"resumed": [*first.get("resumed", []), resumed]}
     atomic_write_text(run_dir / ENVIRONMENT_FILE, json.dumps(info, indent=2) + "\n")
     for name, data in (("train", train_data), ("eval", eval_data)):
-        if data is not None:
+        if data is not None and (not resume or any(c.startswith(f"data.{name}") for c in changes)):
             atomic_directory(run_dir / "data" / name, lambda tmp, d=data: d.dataset.save_to_disk(str(tmp)))
 
 
-def train(recipe: Recipe, resume: bool = False) -> TrainResult:
+def train(recipe: Recipe, resume: bool = False, force: bool = False, restart: bool = False) -> TrainResult:
     """Train ``recipe.method`` with DPO; returns the run directory and the trained model.
 
-    Everything that can be checked without the model (recipe, data rows, lengths) is checked
-    before the model loads, so a bad row never stops a run after step 1.
+    Everything that can be checked without the model (recipe, output folder, data rows,
+    lengths) is checked before the model loads, so a bad row never stops a run after step 1.
+    ``resume`` continues the run in ``output_dir`` (a finished one is left as it is);
+    ``restart`` discards it and starts again; ``force`` writes into a non-empty folder that
+    holds no run, or resumes although the recipe or the data changed.
     """
+    run_dir = output_path(recipe.output_dir, "output_dir")
+    with contextlib.ExitStack() as held:
+        try:
+            return _train(recipe, run_dir, resume, force, restart, held)
+        except guards.NonFiniteError as error:
+            raise guards.NonFiniteError(f"{error}; {_what_was_kept(run_dir, recipe.method)}") from None
+        except (OSError, RuntimeError) as error:
+            if not is_disk_full(error, run_dir if run_dir.exists() else None):
+                raise
+            raise DiskFullError(f"output_dir {run_dir}: no space left on device; {_what_was_kept(run_dir, recipe.method)}. "
+                                "Free some space, then continue with --resume") from None
+
+
+def _what_was_kept(run_dir: Path, method: str) -> str:
+    """What a stopped run leaves for ``--resume``, in words."""
+    weights = final_weights_dir(run_dir, method)
+    complete = _complete_checkpoints(run_dir) if run_dir.is_dir() else []
+    if complete:
+        newest = max(complete, key=lambda path: int(path.name.removeprefix("checkpoint-")))
+        kept = f"the complete checkpoints up to {newest.name} are kept (--resume ignores an unfinished newer one)"
+    else:
+        kept = "no checkpoint was complete yet"
+    return f"{kept}; the final {weights.name}/ was {'kept as it was' if weights.is_dir() else 'not written'}"
+
+
+def _train(recipe: Recipe, run_dir: Path, resume: bool, force: bool, restart: bool,
+           held: contextlib.ExitStack) -> TrainResult:
     from transformers import set_seed
 
-    from ropo.training.trainer import RoPODPOTrainer
+    from trl import DPOTrainer
 
-    run_dir = Path(recipe.output_dir)
     args = build_dpo_config(recipe, "recipe")
     state = PartialState(cpu=args.use_cpu)  # the processes of this run (one, or one per DDP rank)
-    _check_resumable(run_dir, recipe, resume)
+    check_writable(run_dir, "output_dir")
+    if state.is_main_process:
+        held.enter_context(FolderLock(run_dir, "output_dir", LOCK_FILE))
+    plan = _check_run_dir(run_dir, recipe, resume, force, restart, args.max_steps)
+    if plan == "finished":
+        return TrainResult(run_dir, None, finished=True)
+    if plan == "restart" and state.is_main_process:
+        _restart(run_dir)
+    resume = plan == "resume"
+    changes = recipe_changes(run_dir, recipe) if resume else []
     state.wait_for_everyone()
     tokenizer = load_tokenizer(recipe.model.name_or_path)
     train_data = load_preference_data(recipe.data.train, recipe.data.split, recipe.data.max_rows)
@@ -154,19 +289,35 @@ def train(recipe: Recipe, resume: bool = False) -> TrainResult:
     eval_data = None
     if recipe.data.eval:
         eval_data, _ = fit_to_max_length(load_preference_data(recipe.data.eval, recipe.data.eval_split), tokenizer, args.max_length)
+    if resume:
+        changes += _check_same_data(run_dir, train_data, eval_data, force)
 
     with state.main_process_first():
         if state.is_main_process:
-            _write_run_files(run_dir, recipe, resume, train_data, eval_data, lengths)
+            _write_run_files(run_dir, recipe, resume, train_data, eval_data, lengths, changes)
+            if resume:
+                drop_partial_last_line(run_dir / METRICS_FILE)  # a killed run can leave half a record
         train_dataset = load_from_disk(str(run_dir / "data" / "train"))
         eval_dataset = load_from_disk(str(run_dir / "data" / "eval")) if eval_data else None
 
     set_seed(recipe.seed)
-    model = prepare_model(load_base_model(recipe.model.name_or_path, recipe.model.dtype, recipe.seed), recipe)
+    started = time.perf_counter()  # includes the reference pass: it is part of DPO's cost
+    # TRL's own PEFT path for every adapter method: it wraps the model, uses the adapter-disabled
+    # model as the reference (no second copy) and saves adapter-only checkpoints.
+    trainer = DPOTrainer(
+        model=load_base_model(recipe.model.name_or_path, recipe.model.dtype, recipe.seed),
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=build_adapter_config(recipe, "recipe"),
+    )
+    model = trainer.model
     trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # Built before train() loads a checkpoint, so HE changes are measured from the base weights.
     monitor = RunMonitor(
         run_dir / METRICS_FILE,
-        EnergyTracker(model, tracked_layers(model, recipe.adapter.get("target_modules", DEFAULT_TRACKED_MODULES))) if recipe.metrics_every else None,
+        EnergyTracker(model, tracked_layers(model, tracked_module_names(recipe))) if recipe.metrics_every else None,
         tokenizer,
         _sample_prompts(eval_data or train_data, recipe.sample_prompts),
         recipe.sample_every,
@@ -174,19 +325,15 @@ def train(recipe: Recipe, resume: bool = False) -> TrainResult:
         recipe.metrics_every,
         {"data_chosen_length_mean": lengths.mean_chosen_tokens, "data_rejected_length_mean": lengths.mean_rejected_tokens},
     )
-    started = time.perf_counter()  # includes the reference pass: it is part of DPO's cost
-    trainer = RoPODPOTrainer(
-        model=model,
-        ref_model=None,
-        args=args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        callbacks=[monitor],
-    )
+    trainer.add_callback(monitor)
     trainer.remove_callback(ProgressBar.__mro__[1])
     trainer.add_callback(ProgressBar)
-    trainer.train(resume_from_checkpoint=str(last_complete_checkpoint(run_dir)) if resume else None)
+    guards.install(trainer, magnitudes=recipe.method == "ropo", hint=f"; try a lower training.learning_rate (now {args.learning_rate:g})")
+    checkpoint = last_complete_checkpoint(run_dir) if resume else None
+    if checkpoint is not None and 0 < args.max_steps <= checkpoint_step(checkpoint):
+        _load_last_checkpoint(trainer, checkpoint)  # trained to the end, the final save failed: no extra step
+    else:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if trainer.is_world_process_zero():
         _save_final(trainer, tokenizer, final_weights_dir(run_dir, recipe.method))
         summary = {
@@ -194,8 +341,31 @@ def train(recipe: Recipe, resume: bool = False) -> TrainResult:
             "global_step": trainer.state.global_step,
             "trainable_params": trainable_params,
         }
-        atomic_write_text(run_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     return TrainResult(run_dir, trainer.accelerator.unwrap_model(trainer.model))
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(json.loads((checkpoint / "trainer_state.json").read_text())["global_step"])
+
+
+def _load_last_checkpoint(trainer, checkpoint: Path) -> None:
+    """The weights and state of a checkpoint of the last step, for the final save only."""
+    from transformers import TrainerState
+
+    trainer._load_from_checkpoint(str(checkpoint))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+
+
+def _check_same_data(run_dir: Path, train_data: PreferenceData, eval_data: PreferenceData | None, force: bool) -> list[str]:
+    """On resume, the rows must be the ones the run started with (or ``force`` accepts new ones)."""
+    changed = [
+        change for name, data in (("train", train_data), ("eval", eval_data))
+        if data is not None and (change := _changed_data(run_dir, name, data))
+    ]
+    if changed and not force:
+        raise RecipeError(f"--resume: {'; '.join(changed)}; put the data back, or pass --force to continue on the new rows")
+    return changed
 
 
 def _save_final(trainer, tokenizer, directory: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ import yaml
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from ropo.adapter import RoPOModel
+from ropo.adapter.api import load_adapter_model
 from ropo.adapter.errors import RoPOLoadError
 from ropo.training.loading import load_base_model, load_tokenizer
 from ropo.training.run import METRICS_FILE, RECIPE_FILE, final_weights_dir
@@ -28,10 +27,10 @@ class LoadedRun:
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / METRICS_FILE
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The run's metric records; a half-written last line (a run killed mid-write) is skipped."""
+    from ropo.io import read_jsonl_records
+
+    return read_jsonl_records(run_dir / METRICS_FILE)
 
 
 def load_run(path: str | Path) -> LoadedRun:
@@ -51,11 +50,6 @@ def load_run(path: str | Path) -> LoadedRun:
         model = load_base_model(str(weights), recipe["model"]["dtype"])
     else:
         base = load_base_model(base_name, recipe["model"]["dtype"], recipe.get("seed", 0))
-        if method == "ropo":
-            model = RoPOModel.from_pretrained(base, weights)
-        else:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(base, str(weights))
+        model = load_adapter_model(base, weights)
     return LoadedRun(name=run_dir.name, method=method, model=model.eval(), tokenizer=load_tokenizer(str(weights)),
                      base_name_or_path=base_name, metrics=read_metrics(run_dir))

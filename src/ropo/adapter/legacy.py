@@ -1,7 +1,9 @@
-"""Adapter directories: ``adapter_config.json`` + ``adapter_model.safetensors``, adapter only.
+"""ropo 0.1's adapter directories, read once to convert them to PEFT's format.
 
-Writes are atomic (temporary file, then rename). Reads check everything (config keys, a manifest
-of adapted modules and their shapes, a checksum of the tensors) before anything is changed.
+ropo 0.1 wrote ``adapter_config.json`` with a ``modules`` manifest (name → [out, in]) and
+``adapter_model.safetensors`` keyed ``<module>.rotation.<parameter>`` / ``<module>.magnitude.log_scale``
+with a checksum in its metadata. The reader checks all of it before anything is written; the
+converter writes the same tensors under PEFT's keys with ``save_pretrained``'s layout.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from safetensors.torch import save_file
 
 from ropo.adapter.config import RoPOConfig
 from ropo.adapter.errors import RoPOConfigError, RoPOLoadError
-from ropo.io import atomic_write, atomic_write_text
+from ropo.io import atomic_directory
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -45,21 +47,6 @@ def _checksum(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def write_adapter(directory: str | Path, files: AdapterFiles) -> Path:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in files.tensors.items()}
-    metadata = {_CHECKSUM_KEY: _checksum(tensors), "format": "pt"}
-    atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-    document = {
-        **files.config.to_dict(),
-        "modules": {name: list(shape) for name, shape in files.modules.items()},
-    }
-    text = json.dumps(document, indent=2, sort_keys=True) + "\n"
-    atomic_write_text(directory / CONFIG_NAME, text)
-    return directory
-
-
 def read_config(directory: str | Path) -> tuple[RoPOConfig, dict[str, tuple[int, int]]]:
     """The config and module manifest of an adapter directory, validated."""
     path = Path(directory) / CONFIG_NAME
@@ -77,8 +64,9 @@ def read_config(directory: str | Path) -> tuple[RoPOConfig, dict[str, tuple[int,
         for s in modules.values()
     ):
         raise RoPOLoadError(f"{path}: 'modules' must map each adapted module to [out_features, in_features]")
+    document.pop("peft_type", None)
     try:
-        config = RoPOConfig.from_dict(document, source=str(path))
+        config = RoPOConfig.from_options(document, source=str(path))
     except RoPOConfigError as error:
         raise RoPOLoadError(str(error)) from None
     return config, {name: (shape[0], shape[1]) for name, shape in modules.items()}
@@ -99,3 +87,36 @@ def read_adapter(directory: str | Path) -> AdapterFiles:
     if expected is None or _checksum(tensors) != expected:
         raise RoPOLoadError(f"{path}: checksum mismatch, the file is corrupt or was not written by ropo")
     return AdapterFiles(config, modules, tensors)
+
+
+#: ropo 0.1's parameter names inside an adapted module → PEFT's (before the adapter name).
+_KEYS = {
+    "rotation.angles": "ropo_rotation.angles",
+    "rotation.householder_base": "ropo_rotation.householder_base",
+    "rotation.householder_offset": "ropo_rotation.householder_offset",
+    "magnitude.log_scale": "ropo_magnitude.log_scale",
+}
+
+
+def convert_legacy_adapter(old_directory: str | Path, new_directory: str | Path) -> Path:
+    """Write ropo 0.1's adapter at ``old_directory`` as a PEFT adapter at ``new_directory``
+    (which must not exist yet); the tensors are the same, bit for bit."""
+    files = read_adapter(old_directory)
+    new_directory = Path(new_directory)
+    if new_directory.exists():
+        raise RoPOLoadError(f"{new_directory}: already exists; choose a new folder for the converted adapter")
+    tensors = {}
+    for key, tensor in files.tensors.items():
+        module, suffix = next(((key[: -len(old) - 1], new) for old, new in _KEYS.items() if key.endswith("." + old)),
+                              (None, None))
+        if module not in files.modules:
+            raise RoPOLoadError(f"{old_directory}: tensor {key!r} belongs to no module of the manifest")
+        tensors[f"base_model.model.{module}.{suffix}"] = tensor.contiguous()
+    config = files.config
+    config.target_modules = set(files.modules)
+
+    def build(tmp: Path) -> None:
+        config.save_pretrained(str(tmp))
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+
+    return atomic_directory(new_directory, build)
