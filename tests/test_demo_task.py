@@ -1,6 +1,7 @@
 """The built-in preference task: its judge, its build pipeline, the shipped dataset, the default model."""
 
 import argparse
+import copy
 import dataclasses
 import json
 
@@ -23,6 +24,8 @@ from ropo.demo_task.build import (
 )
 from ropo.demo_task.dataset import preference_dataset, split_records
 from ropo.demo_task.records import BUILD_INFO, SHIPPED_DATA_DIR, TaskDataError, load_prompts, read_json, read_pairs
+from ropo.evaluation.generation import SamplingSettings, generate
+from ropo.evaluation.prompts import Prompt
 from ropo.models import default as default_model
 from ropo.tiny_models import tiny_causal_lm, tiny_tokenizer
 from ropo.training.data import load_preference_data
@@ -162,6 +165,26 @@ def test_sampling_is_batched_seeded_and_reproducible(tiny_pair):
     other_seed = dataclasses.replace(TINY_SETTINGS, seed=4)
     assert first != sample_answers(model, tokenizer, prompts, other_seed)
     assert any(s.finished for samples in first for s in samples) and any(not s.finished for samples in first for s in samples)
+
+
+def test_sampling_is_evaluations_generate_and_stops_on_the_models_end_of_turn(tiny_pair):
+    """One pipeline: a build sample is evaluation's answer, and a token the model's generation config
+    ends a turn with (not the tokenizer's EOS) finishes it too."""
+    model, tokenizer = tiny_pair
+    prompts = [r["prompt"] for r in TINY_RECORDS]
+    stop = tokenizer.convert_tokens_to_ids("e")  # a common byte: many answers now end early
+    model = copy.deepcopy(model)
+    model.generation_config.eos_token_id = stop
+    samples = sample_answers(model, tokenizer, prompts, TINY_SETTINGS)
+    sampling = SamplingSettings(
+        max_new_tokens=TINY_SETTINGS.max_new_tokens, temperature=TINY_SETTINGS.temperature, top_p=TINY_SETTINGS.top_p,
+        samples_per_prompt=TINY_SETTINGS.num_samples, seed=TINY_SETTINGS.seed,
+        batch_size=TINY_SETTINGS.batch_size * TINY_SETTINGS.num_samples,
+    )
+    answers = generate(model, tokenizer, [Prompt(i, (p,), "build") for i, p in enumerate(prompts)], sampling, progress=False)
+    by_prompt = {(a.prompt_id, a.sample): Sample(a.text, not a.hit_limit) for a in answers}
+    assert samples == [[by_prompt[i, s] for s in range(TINY_SETTINGS.num_samples)] for i in range(len(prompts))]
+    assert any(a.token_ids[-1] == stop for a in answers if not a.hit_limit)
 
 
 def test_build_end_to_end_writes_trl_pairs_with_splits(tiny_pair, tmp_path):

@@ -37,7 +37,8 @@ class MethodError(RoPOError, ValueError):
     """An unknown method or an option its config does not take."""
 
 
-def _config_class(name: str) -> type[PeftConfig]:
+def config_class(name: str) -> type[PeftConfig]:
+    """The config class ``ADAPTER_METHODS`` names (RoPO's or one of PEFT's)."""
     if name == "RoPOConfig":
         return RoPOConfig
     import peft
@@ -57,6 +58,6 @@ def adapter_config(method: str, options: Mapping[str, Any] | None = None, source
         except RoPOError as error:
             raise MethodError(str(error)) from None
     try:
-        return _config_class(class_name)(**values)
+        return config_class(class_name)(**values)
     except (TypeError, ValueError) as error:
         raise MethodError(f"{source}: options for {method!r} ({class_name}): {error}") from None

@@ -59,12 +59,14 @@ def check_output_dir(
                     f"{what} {path} is not empty ({shown}) and was not written by this command: "
                     "choose a new or empty folder, or pass --force to write into it anyway"
                 )
-    check_writable(path, what)
+    check_writable(path.parent if path.is_file() else path, what)  # a file is replaced from its folder
 
 
 def check_writable(path: Path, what: str) -> None:
     """The nearest existing folder at or above ``path`` must be writable (a read-only disk, a
     folder of another user, or a file where a folder should be are named now, not mid-run)."""
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{what} {path} is a file, not a folder: choose another path")
     existing = path
     while not (existing.exists() or existing.is_symlink()):
         existing = existing.parent

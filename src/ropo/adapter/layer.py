@@ -122,19 +122,24 @@ class RoPOLayer(BaseTunerLayer):
                 rows = self._merged_rows(name, rows)
         return rows
 
+    def check_mergeable(self) -> None:
+        """Refuse a quantized base: its packed weight cannot hold diag(s)·V·Q."""
+        base = self.get_base_layer()
+        if not base.weight.dtype.is_floating_point:
+            raise RoPOMergeError(
+                f"{type(base).__name__} holds a quantized {base.weight.dtype} weight; RoPO cannot merge into it. "
+                "Load the base in a float dtype to merge, or keep the adapter unmerged"
+            )
+
     @torch.no_grad()
     def merge(self, safe_merge: bool = False, adapter_names: Optional[list[str]] = None) -> None:
         """Fold the adapters into the base weight; always checked for NaN/Inf, and nothing changes on failure."""
         names = [n for n in check_adapters_to_merge(self, adapter_names) if n in self.ropo_rotation]
         if not names:
             return
+        self.check_mergeable()
         base = self.get_base_layer()
         weight = base.weight
-        if not weight.dtype.is_floating_point:
-            raise RoPOMergeError(
-                f"{type(base).__name__} holds a quantized {weight.dtype} weight; RoPO cannot merge into it. "
-                "Load the base in a float dtype to merge, or keep the adapter unmerged"
-            )
         rows = self._weight_rows(weight)
         for name in names:
             rows = self._merged_rows(name, rows)

@@ -107,6 +107,8 @@ def convert_legacy_adapter(old_directory: str | Path, new_directory: str | Path)
         raise RoPOLoadError(f"{new_directory}: already exists; choose a new folder for the converted adapter")
     tensors = {}
     for key, tensor in files.tensors.items():
+        if not tensor.numel():
+            continue  # ropo 0.1 saved the empty parts of a layout (e.g. no reflections); now they are not saved
         module, suffix = next(((key[: -len(old) - 1], new) for old, new in _KEYS.items() if key.endswith("." + old)),
                               (None, None))
         if module not in files.modules:

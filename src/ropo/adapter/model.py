@@ -99,7 +99,9 @@ class RoPOModel(BaseTuner):
                 f"leaves none of the modules target_modules={config.target_modules!r} names"
             )
         if isinstance(config.target_modules, (set, list)):
-            unmatched = sorted(t for t in config.target_modules if not any(k == t or k.endswith("." + t) for k in matched))
+            # a typo is a name no module has; a module that exclude_modules or modules_to_save takes out is no typo
+            names = [k for k in modules if k and not k.startswith(inside_tuners)]
+            unmatched = sorted(t for t in config.target_modules if not any(k == t or k.endswith("." + t) for k in names))
             if unmatched and config.layers_to_transform is None:
                 suffixes = sorted({k.rsplit(".", 1)[-1] for k, m in modules.items() if isinstance(m, nn.Linear)})
                 raise RoPOTargetError(
@@ -135,6 +137,8 @@ class RoPOModel(BaseTuner):
         layer, and a NaN found in the tenth layer would leave nine merged."""
         for name, layer in self.adapter_layers().items():
             names = check_adapters_to_merge(layer, adapter_names)
+            if names:
+                layer.check_mergeable()
             if names and not torch.isfinite(layer.merged_weight(names)).all():
                 raise RoPOMergeError(f"module {name!r}: merged weight has NaN/Inf values; nothing was merged")
 
@@ -147,6 +151,14 @@ class RoPOModel(BaseTuner):
         if merge:
             self._check_merge_is_finite(adapter_names)
         return super()._unload_and_optionally_merge(merge, progressbar, safe_merge, adapter_names)
+
+    @contextlib.contextmanager
+    def _enable_peft_forward_hooks(self, *args: Any, **kwargs: Any) -> Iterator[None]:
+        """PEFT drops ``adapter_names=`` (mixed adapter batches) silently for tuners without this
+        hook; RoPO rotates the whole batch's inputs with one Q per layer, so it refuses instead."""
+        if kwargs.get("adapter_names") is not None:
+            raise ValueError("RoPO does not support mixed adapter batches (adapter_names=...); use set_adapter()")
+        yield
 
     def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
         """No-op: the adapter dtype is ``RoPOConfig.adapter_dtype``, fixed at creation."""

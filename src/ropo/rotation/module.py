@@ -77,11 +77,18 @@ class OrthogonalRotation(KeepsAdapterDtype):
         self.dim = dim
         self.givens_layout = givens_layout
         pairs = householder_reflections // 2
-        self.angles = nn.Parameter(
-            torch.zeros(givens_angle_count(dim, givens_layout), dtype=dtype, device=device)
-        )
-        self.householder_base = nn.Parameter(torch.randn(pairs, dim, dtype=dtype, device=device))
-        self.householder_offset = nn.Parameter(torch.zeros(pairs, dim, dtype=dtype, device=device))
+        self._add_parameter("angles", torch.zeros(givens_angle_count(dim, givens_layout), dtype=dtype, device=device))
+        self._add_parameter("householder_base", torch.randn(pairs, dim, dtype=dtype, device=device))
+        self._add_parameter("householder_offset", torch.zeros(pairs, dim, dtype=dtype, device=device))
+
+    def _add_parameter(self, name: str, value: torch.Tensor) -> None:
+        """A trainable parameter, or, for a part the layout leaves out (no reflections, no Givens
+        stages), an empty buffer: an empty "trainable" tensor never gets a gradient, which
+        optimizers and PEFT's checks of what training changed would trip over."""
+        if value.numel():
+            setattr(self, name, nn.Parameter(value))
+        else:
+            self.register_buffer(name, value, persistent=False)
 
     def extra_repr(self) -> str:
         return (
@@ -134,7 +141,7 @@ class OrthogonalRotation(KeepsAdapterDtype):
             plan = givens_plan(self.dim, self.givens_layout, str(self.angles.device))
             rotate = triton_rotate if x.is_cuda and triton_available(x) else fused_rotate
             return rotate(x, plan, *self._fused_operands(plan))
-        if torch.is_grad_enabled() and (x.requires_grad or self.angles.requires_grad):
+        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
             return checkpoint(self.apply, x, use_reentrant=False)
         return self.apply(x)
 

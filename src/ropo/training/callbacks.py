@@ -13,6 +13,7 @@ from transformers import PreTrainedTokenizerBase, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from ropo.adapter import orthogonality_error
+from ropo.io import atomic_write_text, read_jsonl_records
 from ropo.metrics import hyperspherical_energy
 from ropo.evaluation.generation import SamplingSettings, generate
 from ropo.evaluation.prompts import Prompt
@@ -86,11 +87,8 @@ class RunMonitor(TrainerCallback):
         """On resume, drop records past the checkpoint so the log has each step once."""
         if not state.is_world_process_zero or not self.path.exists():
             return
-        kept = [
-            line for line in self.path.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= state.global_step
-        ]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        kept = [record for record in read_jsonl_records(self.path) if record["step"] <= state.global_step]
+        atomic_write_text(self.path, "".join(json.dumps(record) + "\n" for record in kept))
 
     def _due(self, every: int, state) -> bool:
         return every > 0 and (state.global_step % every == 0 or state.global_step >= state.max_steps)

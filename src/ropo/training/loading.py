@@ -36,7 +36,10 @@ def load_base_model(name_or_path: str, dtype: str = "float32", seed: int = 0) ->
         architecture = name_or_path[len(TINY_PREFIX) :]
         if architecture not in TINY_ARCHITECTURES:
             raise ModelLoadError(f"model {name_or_path!r}: tiny models are {[TINY_PREFIX + a for a in TINY_ARCHITECTURES]}")
-        return tiny_causal_lm(architecture, vocab_size=len(tiny_tokenizer()), seed=seed, dtype=_DTYPES[dtype] if dtype != "auto" else torch.float32)
+        model = tiny_causal_lm(architecture, vocab_size=len(tiny_tokenizer()), seed=seed, dtype=_DTYPES[dtype] if dtype != "auto" else torch.float32)
+        # Recorded by PEFT in every adapter (base_model_name_or_path), so errors can name the base.
+        model.name_or_path = model.config._name_or_path = name_or_path
+        return model
     path = resolve_model_name(name_or_path)
     try:
         return AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[dtype])

@@ -171,9 +171,9 @@ def _option_names(method: str) -> set[str]:
     """The adapter options ``method`` takes (``full`` only names the layers it tracks)."""
     if method == FULL:
         return {"target_modules"}
-    from ropo.methods import _config_class
+    from ropo.methods import config_class
 
-    return {f.name for f in dataclasses.fields(_config_class(ADAPTER_METHODS[method][0])) if f.init}
+    return {f.name for f in dataclasses.fields(config_class(ADAPTER_METHODS[method][0])) if f.init}
 
 
 def adapter_options(adapter: dict[str, Any], method: str, source: str) -> dict[str, Any]:

@@ -85,9 +85,11 @@ def _check_run_dir(run_dir: Path, recipe: Recipe, resume: bool, force: bool, res
     if restart:
         return "restart"
     if not resume:
-        kind = "a finished run" if run_finished(run_dir, recipe.method, max_steps) else "a run"
+        if run_finished(run_dir, recipe.method, max_steps):
+            raise RecipeError(f"{run_dir} already holds a run, and it finished: pass --restart to discard it and "
+                              "train again from step 0, or choose another output_dir")
         raise RecipeError(
-            f"{run_dir} already holds {kind}: pass --resume to continue it, --restart to discard it and start "
+            f"{run_dir} already holds a run: pass --resume to continue it, --restart to discard it and start "
             "again from step 0, or choose another output_dir"
         )
     changed = recipe_changes(run_dir, recipe)
@@ -342,7 +344,7 @@ def _train(recipe: Recipe, run_dir: Path, resume: bool, force: bool, restart: bo
             "trainable_params": trainable_params,
         }
         atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-    return TrainResult(run_dir, trainer.accelerator.unwrap_model(trainer.model))
+    return TrainResult(run_dir, trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False))
 
 
 def checkpoint_step(checkpoint: Path) -> int:
@@ -369,7 +371,7 @@ def _check_same_data(run_dir: Path, train_data: PreferenceData, eval_data: Prefe
 
 
 def _save_final(trainer, tokenizer, directory: Path) -> None:
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
 
     def build(tmp: Path) -> None:
         model.save_pretrained(tmp)
