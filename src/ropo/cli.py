@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "ropo.evaluation.commands",
     "ropo.demo_task.commands",
     "ropo.demo.commands",
+    "ropo.frontier.commands",
     "ropo.bench.commands",
 )
 

@@ -7,10 +7,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ropo.demo.modes import LEARNING_RATES, METHODS, DemoMode
 from ropo.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from ropo.training.recipe import Recipe
 
 METRICS_FILE = "metrics.json"
 SUMMARY_FILE = "summary.md"
@@ -69,28 +72,37 @@ def train_all(
 
     A finished run made with other settings is never reused: that is an error naming them.
     """
-    from ropo.training.recipe import RecipeError
-    from ropo.training.run import final_weights_dir, recipe_differences, train
-
     runs = {}
     for method in methods:
         run_dir = out / "runs" / method
-        recipe = demo_recipe(method, mode, model, run_dir, seed, (overrides or {}).get(method, ()))
+        train_or_reuse(demo_recipe(method, mode, model, run_dir, seed, (overrides or {}).get(method, ())), run_dir, method)
         runs[method] = run_dir
-        if final_weights_dir(run_dir, recipe.method).is_dir():
-            changed = recipe_differences(run_dir, recipe)
-            if changed:
-                raise RecipeError(f"{run_dir} was trained with other settings (in {changed}): choose another --out or delete it")
-            print(f"[demo] {method}: already trained in {run_dir}")
-            continue
-        resume = _has_complete_checkpoint(run_dir)
-        if not resume and run_dir.exists():
-            import shutil
-
-            shutil.rmtree(run_dir)  # started but never checkpointed: nothing to keep
-        print(f"[demo] training {method} ({'resuming' if resume else 'from the start'})")
-        train(recipe, resume=resume)
     return runs
+
+
+def train_or_reuse(recipe: Recipe, run_dir: Path, name: str, command: str = "demo") -> bool:
+    """Train ``recipe`` into ``run_dir`` unless a run finished there; an interrupted run resumes
+    from its last complete checkpoint. True if it trained now, False if the finished run was reused.
+
+    A finished run made with other settings is never reused: that is an error naming them.
+    """
+    from ropo.training.recipe import RecipeError
+    from ropo.training.run import final_weights_dir, recipe_differences, train
+
+    if final_weights_dir(run_dir, recipe.method).is_dir():
+        changed = recipe_differences(run_dir, recipe)
+        if changed:
+            raise RecipeError(f"{run_dir} was trained with other settings (in {changed}): choose another --out or delete it")
+        print(f"[{command}] {name}: already trained in {run_dir}")
+        return False
+    resume = _has_complete_checkpoint(run_dir)
+    if not resume and run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)  # started but never checkpointed: nothing to keep
+    print(f"[{command}] training {name} ({'resuming' if resume else 'from the start'})")
+    train(recipe, resume=resume)
+    return True
 
 
 def evaluate_all(runs: dict[str, Path], mode: DemoMode, model: str, out: Path, seed: int) -> dict[str, dict[str, Any]]:

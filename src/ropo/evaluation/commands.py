@@ -140,9 +140,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report = subparsers.add_parser(
         "report",
         help="an HTML report (and metrics.json) comparing runs",
-        description="Compare training runs (metrics.jsonl) and `ropo eval` results (eval.json) in one self-contained HTML page.",
+        description="Compare training runs (metrics.jsonl), `ropo eval` results (eval.json) and `ropo frontier` "
+        "studies (frontier.json) in one self-contained HTML page.",
     )
-    report.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_EVAL", help="run folders, eval folders or eval.json files")
+    report.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_EVAL",
+                        help="run folders, eval folders, eval.json files or frontier study folders")
     report.add_argument("--output", default="report", help="output folder for report.html and metrics.json (default: ./report)")
     report.set_defaults(func=_run_report)
 

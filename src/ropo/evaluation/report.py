@@ -1,7 +1,8 @@
 """``build_report``: one self-contained HTML page (plots inlined as PNG) + metrics.json comparing runs.
 
-Inputs are training run directories (their ``metrics.jsonl``) and ``ropo eval`` results
-(``eval.json``); a run directory that holds both is read as one run.
+Inputs are training run directories (their ``metrics.jsonl``), ``ropo eval`` results
+(``eval.json``) and ``ropo frontier`` study folders (``frontier.json``, shown in a section of their
+own); a run directory that holds both metrics.jsonl and eval.json is read as one run.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ropo.io import atomic_write, atomic_write_text
 METRICS_FILE = "metrics.jsonl"  # written by `ropo train` in each run directory
 REPORT_FILE = "report.html"
 SUMMARY_FILE = "metrics.json"
+FRONTIER_FILE = "frontier.json"  # written by `ropo frontier` in its study folder
 
 
 @dataclass(frozen=True)
@@ -225,12 +227,58 @@ figcaption{font-weight:bold;margin-bottom:6px}ul.notes{color:#555;font-size:13px
 """
 
 
+def read_frontier(directory: Path) -> dict[str, Any]:
+    """A study's ``frontier.json``: its points, the metrics they hold and the plots it drew."""
+    path = directory / FRONTIER_FILE
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise EvaluationError(f"{path}: invalid JSON at line {error.lineno} ({error.msg})") from None
+    if not isinstance(document, dict) or not all(isinstance(document.get(k), list) for k in ("points", "metrics", "plots")):
+        raise EvaluationError(f"{path}: not a `ropo frontier` result (needs 'points', 'metrics' and 'plots' lists)")
+    missing = [item["file"] for item in document["plots"] if not (directory / item["file"]).is_file()]
+    if missing:
+        raise EvaluationError(f"{path}: its plot {missing[0]} is missing; run `ropo frontier` again to redraw it")
+    return document
+
+
+def _frontier_cell(point: dict[str, Any], metric: dict[str, Any]) -> str:
+    value, interval = point.get(metric["key"]), point.get(metric["key"] + "_ci")
+    if value is None:
+        return "<td>—</td>"
+    shown = format(value, ".3g") + (f" <span class=role>[{interval[0]:.3g}, {interval[1]:.3g}]</span>" if interval else "")
+    return f"<td>{shown}</td>"
+
+
+def frontier_section(directory: Path, frontier: dict[str, Any]) -> str:
+    """A study's plots (its PNGs inlined) and every point with its 95 % intervals."""
+    plots = "".join(
+        f"<figure class=plot><figcaption>{html.escape(item['title'])}</figcaption><img alt='{html.escape(item['title'])}' "
+        f"src='data:image/png;base64,{base64.b64encode((directory / item['file']).read_bytes()).decode()}'></figure>"
+        for item in frontier["plots"]
+    )
+    metrics = frontier["metrics"]
+    head = "".join(f"<th>{html.escape(m['label'])}</th>" for m in metrics)
+    rows = "".join(
+        f"<tr><th class=metric>{html.escape(str(p['series']))}</th><td>{p['step']}</td><td>{p['learning_rate']:.3g}</td>"
+        + "".join(_frontier_cell(p, m) for m in metrics) + "</tr>"
+        for p in frontier["points"]
+    )
+    settings = html.escape(json.dumps({k: v for k, v in frontier.get("settings", {}).items() if k != "plan"}))
+    return (f"<h2>Frontier: {html.escape(str(directory))}</h2><p class=meta>Each metric against sqrt(KL(π ‖ base)); "
+            f"bands and brackets are 95 % bootstrap intervals over prompts (probe questions for retention).</p>"
+            f"<div class=plots>{plots}</div><h3>Every point</h3><div style='overflow-x:auto'><table><thead><tr><th>series</th>"
+            f"<th>step</th><th>learning rate</th>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
+            f"<ul class=notes><li>settings: {settings}</li></ul>")
+
+
 def render_html(
     runs: Sequence[ReportRun],
     documents: Sequence[dict[str, Any]],
     figures: dict[str, bytes],
     columns: Sequence[Column],
     best: dict[str, list[str]],
+    frontiers: str = "",
 ) -> str:
     summary = "<br>".join(_summary_lines(runs, columns, best)) or "Only one run: nothing to compare."
     plots = "".join(
@@ -246,15 +294,16 @@ def render_html(
         f"{d.get('prompts', {}).get('count', '?')} prompts, sampling {html.escape(json.dumps(d.get('sampling', {})))}</li>"
         for d in documents
     )
+    compared = f"""<div class=summary>{summary}</div>
+<h2>Metrics</h2>{_table(runs, columns, best)}
+<h2>Plots</h2><div class=plots>{plots}</div>
+<h2>Settings and notes</h2><ul class=notes>{settings}{notes}</ul>""" if runs else ""
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>RoPO report: {html.escape(', '.join(r.name for r in runs))}</title>
+<html lang="en"><head><meta charset="utf-8"><title>RoPO report: {html.escape(', '.join(r.name for r in runs) or 'frontier')}</title>
 <style>{_STYLE}</style></head><body>
 <h1>RoPO report</h1>
 <div class=meta>{len(runs)} runs · written {time.strftime('%Y-%m-%d %H:%M')} · ★ = best value (↑ higher is better, ↓ lower is better; unmarked rows have no better direction)</div>
-<div class=summary>{summary}</div>
-<h2>Metrics</h2>{_table(runs, columns, best)}
-<h2>Plots</h2><div class=plots>{plots}</div>
-<h2>Settings and notes</h2><ul class=notes>{settings}{notes}</ul>
+{compared}{frontiers}
 </body></html>
 """
 
@@ -266,9 +315,13 @@ def plot_file_name(title: str) -> str:
 
 def build_report(paths: Sequence[str | Path], output_dir: str | Path) -> tuple[Path, Path]:
     """Write ``report.html`` (plots inline, so it travels as one file), ``metrics.json`` and each
-    plot as a PNG under ``plots/`` (for pages that embed them) for the runs and eval results at ``paths``."""
-    runs, documents = collect_runs(paths)
-    figures = all_figures(_series(runs))
+    plot as a PNG under ``plots/`` (for pages that embed them) for the runs and eval results at
+    ``paths``; a frontier study folder among them adds its section (its plots stay in its folder)."""
+    frontier_dirs = [Path(p) for p in paths if (Path(p) / FRONTIER_FILE).is_file()]
+    others = [p for p in paths if Path(p) not in frontier_dirs]
+    runs, documents = collect_runs(others) if others else ([], [])
+    frontiers = "".join(frontier_section(d, read_frontier(d)) for d in frontier_dirs)
+    figures = all_figures(_series(runs)) if runs else {}
     columns = shown_columns(runs)
     best = best_runs(runs, columns)
     summary = {
@@ -278,10 +331,11 @@ def build_report(paths: Sequence[str | Path], output_dir: str | Path) -> tuple[P
         "plots": list(figures),
         "plot_files": [plot_file_name(title) for title in figures],
         "evaluations": documents,
+        "frontiers": [str(d) for d in frontier_dirs],
     }
     output_dir = Path(output_dir)
     for title, png in figures.items():
         atomic_write(output_dir / plot_file_name(title), lambda tmp, png=png: Path(tmp).write_bytes(png))
-    report = atomic_write_text(output_dir / REPORT_FILE, render_html(runs, documents, figures, columns, best))
+    report = atomic_write_text(output_dir / REPORT_FILE, render_html(runs, documents, figures, columns, best, frontiers))
     metrics = atomic_write_text(output_dir / SUMMARY_FILE, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return report, metrics

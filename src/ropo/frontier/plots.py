@@ -1,0 +1,121 @@
+"""The frontier's figures: each metric against sqrt(KL(π‖base)), one curve per series with its 95 % band.
+
+Why sqrt(KL): over-optimisation studies plot gold-judge quality against it (Gao et al. 2022;
+Rafailov et al. 2024), where quality first rises and then falls; a method is better when its curve
+is higher at the same KL. Points of a series are joined in order of KL, not of training step, so
+the band is a region over the x-axis. The base sits at KL 0 as a black star with its interval.
+Legends stand to the right of the axes, so no label ever covers a curve or another label.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
+from matplotlib.axes import Axes  # noqa: E402
+
+from ropo.evaluation.plots import COLORS, MARKERS  # noqa: E402
+from ropo.frontier.points import BASE, CI_SUFFIX, METRICS  # noqa: E402
+
+#: (metric key, figure title): the metrics a reader compares methods on, each against sqrt(KL).
+FRONTIER_PLOTS = (
+    ("judge_score", "Judge score vs sqrt(KL)"),
+    ("win_rate", "Win rate vs base vs sqrt(KL)"),
+    ("lc_win_rate", "Length-controlled win rate vs sqrt(KL)"),
+    ("mean_length", "Mean answer length vs sqrt(KL)"),
+    ("distinct_2", "Distinct-2 vs sqrt(KL)"),
+    ("retention_accuracy", "QA retention vs sqrt(KL)"),
+)
+LOGPS_TITLE = "Chosen and rejected log-probs over training"
+_LABELS = {metric.key: metric.label for metric in METRICS}
+_SHARES = {"win_rate", "lc_win_rate", "retention_accuracy"}  # shown in percent
+
+
+def plot_file(title: str) -> str:
+    """``judge-score-vs-sqrt-kl.png`` for the figure titled "Judge score vs sqrt(KL)"."""
+    return "-".join(re.findall(r"[a-z0-9]+", title.lower())) + ".png"
+
+
+def _png(figure: plt.Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")  # "tight" keeps the outside legend
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _series(points: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The trained points by series, in first-seen order (the plan's)."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for point in points:
+        if point["series"] != BASE:
+            grouped.setdefault(point["series"], []).append(point)
+    return grouped
+
+
+def _root_kl(point: dict[str, Any]) -> float:
+    return math.sqrt(max(point["kl"], 0.0))  # KL is ≥ 0; float rounding can leave -1e-9
+
+
+def _legend(axes: Axes) -> None:
+    axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, frameon=False)
+
+
+def metric_vs_root_kl(points: Sequence[dict[str, Any]], key: str, title: str) -> bytes:
+    """One metric against sqrt(KL): a line (and band, where the metric has an interval) per series."""
+    scale = 100.0 if key in _SHARES else 1.0
+    figure, axes = plt.subplots(figsize=(7.2, 4.0))
+    for index, (name, series) in enumerate(_series(points).items()):
+        series = sorted((p for p in series if p.get(key) is not None), key=_root_kl)
+        xs = [_root_kl(p) for p in series]
+        color = COLORS[index % len(COLORS)]
+        axes.plot(xs, [scale * p[key] for p in series], color=color, marker=MARKERS[index % len(MARKERS)],
+                  linewidth=1.8, markersize=5, label=f"{name} ({len(series)} checkpoints)")
+        if all(key + CI_SUFFIX in p for p in series):
+            axes.fill_between(xs, [scale * p[key + CI_SUFFIX][0] for p in series],
+                              [scale * p[key + CI_SUFFIX][1] for p in series], color=color, alpha=0.15, linewidth=0)
+    for base in (p for p in points if p["series"] == BASE and p.get(key) is not None):
+        interval = base.get(key + CI_SUFFIX)
+        error = None if interval is None else [[scale * (base[key] - interval[0])], [scale * (interval[1] - base[key])]]
+        axes.errorbar([0.0], [scale * base[key]], yerr=error, color="black", marker="*", markersize=12,
+                      capsize=4, linestyle="none", label="base (step 0)", zorder=4)
+    if key in ("win_rate", "lc_win_rate"):
+        axes.axhline(50.0, color="0.5", linestyle="--", linewidth=1, label="tie with base")
+    axes.set_xlabel("sqrt(KL(π ‖ base)), KL in nats per answer")
+    axes.set_ylabel(_LABELS[key] + (" (%)" if key in _SHARES else ""))
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    _legend(axes)
+    return _png(figure)
+
+
+def log_probs_over_training(points: Sequence[dict[str, Any]]) -> bytes:
+    """log p(chosen) (solid) and log p(rejected) (dashed) on the training batch at each checkpoint:
+    both falling is DPO's known failure (the rejected answer is pushed down by pushing all down)."""
+    figure, axes = plt.subplots(figsize=(7.2, 4.0))
+    for index, (name, series) in enumerate(_series(points).items()):
+        series = sorted(series, key=lambda p: p["step"])
+        color = COLORS[index % len(COLORS)]
+        for key, style in (("logps/chosen", "-"), ("logps/rejected", "--")):
+            kept = [p for p in series if p.get(key) is not None]
+            axes.plot([p["step"] for p in kept], [p[key] for p in kept], style, color=color,
+                      marker=MARKERS[index % len(MARKERS)], markersize=4, label=f"{name}: {key.split('/')[1]}")
+    axes.set_xlabel("training step")
+    axes.set_ylabel("log-prob of the training answer (nats)")
+    axes.set_title(LOGPS_TITLE)
+    axes.grid(alpha=0.3)
+    _legend(axes)
+    return _png(figure)
+
+
+def frontier_figures(points: Sequence[dict[str, Any]]) -> dict[str, bytes]:
+    """Every figure of the frontier, by title, in the order a reader takes them in."""
+    figures = {title: metric_vs_root_kl(points, key, title) for key, title in FRONTIER_PLOTS}
+    figures[LOGPS_TITLE] = log_probs_over_training(points)
+    return figures

@@ -1,0 +1,137 @@
+"""``ropo frontier``: the study's design is fair by construction, and the quick study runs end to end
+on a tiny random model with every point finite, every interval around its estimate, and a rerun
+that reuses every piece."""
+
+import json
+import math
+import time
+
+import pytest
+
+from ropo.cli import main as ropo_main
+from ropo.demo.modes import LEARNING_RATES
+from ropo.evaluation import build_report
+from ropo.frontier.plan import LEARNING_RATE_SCALE, SERIES, PlanError, build_plan
+from ropo.frontier.points import BASE, CI_SUFFIX, METRICS, TRAINING_METRICS, read_cached
+from ropo.frontier.study import kl_ranges, study_evaluation
+
+#: The series whose adapter options are "ropo-2025 with one thing changed".
+ABLATIONS = ("ropo-no-magnitude", "ropo-householder-only", "ropo-all-linear")
+
+
+def test_default_plan_is_one_design_for_every_series(tmp_path):
+    plan = build_plan()
+    assert plan.model == "default" and [s.name for s in plan.series] == list(SERIES)
+    assert {s.method for s in plan.series} == {"ropo", "full", "lora"}
+    steps = plan.budget.checkpoint_steps
+    assert len(steps) >= 5 and steps[-1] == plan.budget.max_steps  # the last step is a point too
+    shared = None
+    for spec in plan.series:
+        overrides = plan.overrides(spec, tmp_path / spec.name)
+        assert overrides["training.learning_rate"] == pytest.approx(LEARNING_RATES[spec.method] * LEARNING_RATE_SCALE)
+        common = {k: v for k, v in overrides.items() if k not in ("output_dir", "method", "adapter", "training.learning_rate")}
+        assert shared is None or common == shared, spec.name  # same data, steps, batch, schedule, β, seed
+        shared = common
+        plan.recipe(spec, tmp_path / spec.name)  # every recipe is valid before anything trains
+    # Over-optimisation needs more than one pass over the data at the scaled-up rates.
+    assert plan.budget.max_steps * plan.budget.batch_size > 155
+
+
+def test_ablations_change_one_option_of_the_2025_preset():
+    reference = SERIES["ropo-2025"].adapter
+    for name in ABLATIONS:
+        adapter = SERIES[name].adapter
+        changed = {k for k in set(adapter) | set(reference) if adapter.get(k) != reference.get(k)}
+        assert len(changed) == 1, (name, changed)
+    # "Givens only" is the 2024 preset: no Householder reflections, Givens and magnitudes kept.
+    from ropo.adapter import RoPOConfig
+
+    config = RoPOConfig(**SERIES["ropo-2024"].adapter)
+    assert (config.householder_reflections, config.givens_layout, config.magnitude) == (0, "bidirectional", True)
+
+
+def test_quick_plan_and_methods_subset():
+    plan = build_plan(quick=True, methods=["dpo", "ropo-2025", "dpo"])
+    assert plan.model == "tiny:llama" and [s.name for s in plan.series] == ["dpo", "ropo-2025"]
+    assert len(plan.budget.checkpoint_steps) == 3
+    with pytest.raises(PlanError, match="unknown series"):
+        build_plan(methods=["ropo"])
+
+
+def test_held_out_prompts_cover_every_kind_of_the_test_split():
+    from ropo.demo_task import split_records
+
+    evaluation = study_evaluation(build_plan())
+    test = {record["id"]: record["kind"] for record in split_records()["test"]}
+    assert len(evaluation.prompts) == build_plan().budget.eval_prompts
+    assert {test[prompt.id] for prompt in evaluation.prompts} == set(test.values())
+    assert len(evaluation.probe) == 436 and evaluation.sampling.samples_per_prompt >= 2  # self-BLEU needs 2
+
+
+def test_kl_ranges_say_which_series_overlap():
+    points = [{"series": BASE, "kl": 0.0}] + [
+        {"series": name, "kl": kl} for name, kls in (("a", (0.5, 2.0)), ("b", (1.5, 4.0)), ("c", (9.0, 12.0))) for kl in kls
+    ]
+    ranges = kl_ranges(points)
+    assert ranges["a"] == {"min": 0.5, "max": 2.0, "overlaps": ["b"]}
+    assert ranges["b"]["overlaps"] == ["a"] and ranges["c"]["overlaps"] == []
+
+
+def test_a_cached_point_is_reused_only_for_its_settings(tmp_path):
+    path = tmp_path / "point.json"
+    path.write_text(json.dumps({"key": "abc", "point": {}}))
+    assert read_cached(path, "abc") == {"key": "abc", "point": {}}
+    assert read_cached(path, "abd") is None and read_cached(tmp_path / "none.json", "abc") is None
+
+
+#: The quick study's series in the end-to-end test: one of each kind of model the study loads
+#: (a RoPO adapter, a LoRA adapter, a full fine-tuned model); the rest differ only in adapter options.
+QUICK_SERIES = "ropo-2025,dpo,lora"
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def test_quick_frontier_end_to_end(tmp_path, capsys):
+    out = tmp_path / "frontier"
+    command = ["frontier", "--quick", "--methods", QUICK_SERIES, "--out", str(out), "--no-progress"]
+    assert ropo_main(command) == 0
+    frontier = json.loads((out / "frontier.json").read_text())
+    points = frontier["points"]
+    assert set(frontier["settings"]) >= {"model", "data", "sampling", "seeds"}
+    assert [p["series"] for p in points if p["method"] == BASE] == [BASE] and points[0]["step"] == 0
+    for name in QUICK_SERIES.split(","):
+        assert len([p for p in points if p["series"] == name]) >= 3, name
+    for point in points:
+        where = (point["series"], point["step"])
+        assert _finite(point["learning_rate"]) and isinstance(point["step"], int), where
+        for metric in METRICS:
+            assert _finite(point[metric.key]), (where, metric.key)
+            if metric.interval:
+                low, high = point[metric.key + CI_SUFFIX]
+                assert _finite(low) and _finite(high) and low <= point[metric.key] <= high, (where, metric.key)
+        if point["method"] != BASE:
+            assert all(_finite(point[metric.key]) for metric in TRAINING_METRICS), where
+    base = points[0]
+    assert base["kl"] == 0.0 and base["win_rate"] == base["lc_win_rate"] == 0.5 and base["retention_change"] == 0.0
+    # Full fine-tuning's HE change is measured against the base weights, not against itself.
+    assert all(p["he_change"] > 0 for p in points if p["method"] == "full")
+    assert all(p["kl"] > 0 for p in points if p["method"] != BASE)
+    assert frontier["plots"] and all((out / item["file"]).stat().st_size > 0 for item in frontier["plots"])
+    assert all(_finite(seconds) for seconds in frontier["seconds"].values())
+    assert {f"train/{name}" for name in QUICK_SERIES.split(",")} <= set(frontier["seconds"])
+
+    # A rerun trains nothing and measures nothing: every piece comes from the runs and the cache.
+    capsys.readouterr()
+    started = time.perf_counter()
+    assert ropo_main(command) == 0
+    assert time.perf_counter() - started < 15
+    assert "0 pieces computed" in capsys.readouterr().out
+    again = json.loads((out / "frontier.json").read_text())
+    assert again["points"] == points and again["seconds"] == frontier["seconds"]
+
+    report, metrics = build_report([out], tmp_path / "report")
+    page = report.read_text()
+    assert "Frontier" in page and page.count("<img") == len(frontier["plots"])
+    assert json.loads(metrics.read_text())["frontiers"] == [str(out)]
