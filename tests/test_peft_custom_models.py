@@ -65,8 +65,9 @@ PEFT tests that run on HRA rows (or that the brief names) but cannot apply to Ro
   adding low-rank deltas, so PEFT's weighted/`cat` combination has no RoPO meaning; the
   ``test_add_weighted_adapter_cat_with_rank_pattern`` row for HRAConfig builds LoRA configs only.
 - ``TestMixedAdapterBatches`` / ``_test_mixed_adapter_batches`` (``adapter_names=`` in forward):
-  LoRA, RoAd and GLoRA only; HRA has no rows, and RoPO does not route samples to adapters (note:
-  ``PeftModel.forward`` drops ``adapter_names`` silently for a tuner without that feature).
+  LoRA, RoAd and GLoRA only; HRA has no rows, and RoPO does not route samples to adapters (PEFT
+  drops ``adapter_names`` silently for a tuner without that feature; RoPO refuses it, tested in
+  ``tests/test_peft_integration.py``).
 - ``add_adapter(..., mixed=True)`` in ``test_add_adapter_rejects_duplicate_name_without_mutation``:
   ``PeftMixedModel`` accepts only its ``COMPATIBLE_TUNER_TYPES`` (LoRA, LoHa, LoKr, AdaLoRA, OFT,
   SHiRA); the ``mixed=False`` case is ported.

@@ -294,15 +294,16 @@ def render_html(
         f"{d.get('prompts', {}).get('count', '?')} prompts, sampling {html.escape(json.dumps(d.get('sampling', {})))}</li>"
         for d in documents
     )
-    compared = f"""<div class=summary>{summary}</div>
+    written = f"written {time.strftime('%Y-%m-%d %H:%M')}"
+    compared = f"""<div class=meta>{len(runs)} runs · {written} · ★ = best value (↑ higher is better, ↓ lower is better; unmarked rows have no better direction)</div>
+<div class=summary>{summary}</div>
 <h2>Metrics</h2>{_table(runs, columns, best)}
 <h2>Plots</h2><div class=plots>{plots}</div>
-<h2>Settings and notes</h2><ul class=notes>{settings}{notes}</ul>""" if runs else ""
+<h2>Settings and notes</h2><ul class=notes>{settings}{notes}</ul>""" if runs else f"<div class=meta>{written}</div>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>RoPO report: {html.escape(', '.join(r.name for r in runs) or 'frontier')}</title>
 <style>{_STYLE}</style></head><body>
 <h1>RoPO report</h1>
-<div class=meta>{len(runs)} runs · written {time.strftime('%Y-%m-%d %H:%M')} · ★ = best value (↑ higher is better, ↓ lower is better; unmarked rows have no better direction)</div>
 {compared}{frontiers}
 </body></html>
 """

@@ -30,12 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "steps, batch and β, at its usual learning rate times one shared factor, long enough to over-optimise, "
         "and measures 5 checkpoints of each (and the base) on the demo task's held-out prompts: judge score, "
         "win rate and length-controlled win rate against the base, KL, length, diversity and QA retention, "
-        "each with a 95%% bootstrap interval. Writes OUT/frontier.json and OUT/plots/. Every piece is cached: "
-        "rerunning resumes an interrupted study and reuses what is done. The default study takes about "
-        "2.5 hours on a 2-core CPU (all seven series); --methods runs a subset.",
+        "each with a 95 % bootstrap interval. Writes OUT/frontier.json and OUT/plots/. Every piece is cached: "
+        "rerunning resumes an interrupted study and reuses what is done. The default study should take about "
+        "2.5 hours on a 2-core CPU (an estimate; all seven series); --methods runs a subset.",
     )
     frontier.add_argument("--quick", action="store_true",
-                          help="a tiny random model, 3 checkpoints per series: a smoke test of the study (about a minute)")
+                          help="a tiny random model, 3 checkpoints per series: a smoke test of the study (under a minute)")
     frontier.add_argument("--methods", default=None, metavar="SERIES,...",
                           help=f"comma-separated series to run (default: all of {','.join(SERIES)})")
     frontier.add_argument("--out", default=None, help=f"output folder (default: {DEFAULT_OUT}; with --quick {QUICK_OUT})")

@@ -96,8 +96,8 @@ def metric_vs_root_kl(points: Sequence[dict[str, Any]], key: str, title: str) ->
 
 
 def log_probs_over_training(points: Sequence[dict[str, Any]]) -> bytes:
-    """log p(chosen) (solid) and log p(rejected) (dashed) on the training batch at each checkpoint:
-    both falling is DPO's known failure (the rejected answer is pushed down by pushing all down)."""
+    """log p(chosen) (solid) and log p(rejected) (dashed) on the training batches since the previous
+    checkpoint: both falling is DPO's known failure."""
     figure, axes = plt.subplots(figsize=(7.2, 4.0))
     for index, (name, series) in enumerate(_series(points).items()):
         series = sorted(series, key=lambda p: p["step"])
@@ -107,7 +107,7 @@ def log_probs_over_training(points: Sequence[dict[str, Any]]) -> bytes:
             axes.plot([p["step"] for p in kept], [p[key] for p in kept], style, color=color,
                       marker=MARKERS[index % len(MARKERS)], markersize=4, label=f"{name}: {key.split('/')[1]}")
     axes.set_xlabel("training step")
-    axes.set_ylabel("log-prob of the training answer (nats)")
+    axes.set_ylabel("mean log-prob of the training answers (nats)")
     axes.set_title(LOGPS_TITLE)
     axes.grid(alpha=0.3)
     _legend(axes)

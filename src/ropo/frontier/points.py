@@ -73,12 +73,12 @@ METRICS = (
     Metric("retention_log_likelihood", "QA gold-answer log-likelihood (nats)"),
     Metric("he_change", "mean |relative HE change| per tracked layer"),
 )
-#: TRL's training-side symptoms of over-fitting at the checkpoint's step (trained points only):
-#: chosen and rejected log-probs both falling is DPO's known failure.
+#: TRL's training-side symptoms of over-fitting up to the checkpoint (trained points only; see
+#: ``training_symptoms``): chosen and rejected log-probs both falling is DPO's known failure.
 TRAINING_METRICS = (
-    Metric("logps/chosen", "log p(chosen) on the training batch"),
-    Metric("logps/rejected", "log p(rejected) on the training batch"),
-    Metric("rewards/margins", "reward margin on the training batch"),
+    Metric("logps/chosen", "log p(chosen) on the training batches"),
+    Metric("logps/rejected", "log p(rejected) on the training batches"),
+    Metric("rewards/margins", "reward margin on the training batches"),
 )
 #: ``answer_metrics``' names → the point's.
 _ANSWER_KEYS = {"hit_limit_rate": "hit_limit_rate", "distinct_1": "distinct_1", "distinct_2": "distinct_2",
@@ -200,10 +200,19 @@ def measure_checkpoint(
     return point_metrics(evaluation, generations, scores, probe, base, kl_values, he_change)
 
 
-def training_symptoms(records: Sequence[dict[str, Any]], step: int) -> dict[str, float | None]:
-    """``TRAINING_METRICS`` as the run logged them at ``step`` (None where it logged none)."""
-    logged = next((r for r in records if r.get("step") == step and "loss" in r), {})
-    return {metric.key: logged.get(metric.key) for metric in TRAINING_METRICS}
+def training_symptoms(records: Sequence[dict[str, Any]], step: int, window: int) -> dict[str, float | None]:
+    """``TRAINING_METRICS`` averaged over the ``window`` logged training steps up to ``step``.
+
+    Why a window: each step logs one batch of a few pairs, so one step's log-prob swings with the
+    pairs it drew; the mean over the steps since the previous checkpoint follows the trend.
+    None where the run logged none.
+    """
+    logged = [r for r in records if step - window < r.get("step", -1) <= step and "loss" in r]
+    means = {}
+    for metric in TRAINING_METRICS:
+        values = [r[metric.key] for r in logged if isinstance(r.get(metric.key), (int, float))]
+        means[metric.key] = fmean(values) if values else None
+    return means
 
 
 def read_cached(path: Path, key: str) -> dict[str, Any] | None:

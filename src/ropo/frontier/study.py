@@ -211,7 +211,7 @@ class Study:
             self.points.append({
                 "method": spec.method, "series": spec.name, "step": step, "learning_rate": self.plan.learning_rate(spec),
                 "settings": {"key": cached["key"], "adapter": spec.adapter, "checkpoint": str(checkpoint)},
-                **cached["point"], **training_symptoms(records, step),
+                **cached["point"], **training_symptoms(records, step, self.plan.budget.save_steps),
             })
 
     def _load_checkpoint(self, spec: SeriesSpec, checkpoint: Path):
