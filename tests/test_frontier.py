@@ -151,6 +151,13 @@ def test_quick_frontier_end_to_end(tmp_path, capsys):
     assert json.loads((run / "train_summary.json").read_text())["global_step"] == 3
     assert json.loads((out / "frontier.json").read_text())["points"] == points
 
+    # A later session that has only the measured points (run folders are not committed): nothing
+    # is trained or measured again, since each point keeps its training-side metrics.
+    shutil.rmtree(out / "runs")
+    assert ropo_main(command) == 0
+    assert "0 pieces computed" in capsys.readouterr().out
+    assert json.loads((out / "frontier.json").read_text())["points"] == points
+
     report, metrics = build_report([out], tmp_path / "report")
     page = report.read_text()
     assert "Frontier" in page and page.count("<img") == len(frontier["plots"])

@@ -129,10 +129,16 @@ class Study:
             self._base_model = load_base_model(self.plan.model, "float32", self.plan.seed).eval()
         return self._base_model
 
+    def _piece_path(self, name: str, settings: dict[str, Any]) -> tuple[Path, str]:
+        key = settings_key(settings)
+        return self.out / POINTS_DIR / f"{name}-{key[:16]}.json", key
+
+    def _is_cached(self, name: str, settings: dict[str, Any]) -> bool:
+        return read_cached(*self._piece_path(name, settings)) is not None
+
     def _piece(self, name: str, compute: Callable[[], dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
         """The cached result of piece ``name`` if its settings match, else ``compute()`` timed and cached."""
-        key = settings_key(settings)
-        path = self.out / POINTS_DIR / f"{name}-{key[:16]}.json"
+        path, key = self._piece_path(name, settings)
         self.bar.set_postfix_str(name)
         cached = read_cached(path, key)
         if cached is None:
@@ -193,25 +199,38 @@ class Study:
         from ropo.training.run import METRICS_FILE
 
         run_dir = self.out / RUNS_DIR / spec.name
-        recipe = self.train(spec, run_dir)
-        records = read_jsonl_records(run_dir / METRICS_FILE)
-        for step in self.plan.budget.checkpoint_steps:
+        recipe = self.plan.recipe(spec, run_dir)
+        pieces = {
+            step: (f"{spec.name}-step{step:05d}",
+                   {"recipe": _without_output_dir(recipe), "step": step, "evaluation": self.evaluation.describe()})
+            for step in self.plan.budget.checkpoint_steps
+        }
+        # Every point measured already (e.g. committed by an earlier session whose run folders are
+        # gone): the series needs no training, since a point holds its training-side metrics too.
+        if all(self._is_cached(name, settings) for name, settings in pieces.values()):
+            self.reused += 1
+            self.bar.update()
+            records: list[dict[str, Any]] = []
+        else:
+            recipe = self.train(spec, run_dir)
+            records = read_jsonl_records(run_dir / METRICS_FILE)
+        for step, (name, settings) in pieces.items():
             checkpoint = run_dir / "checkpoints" / f"checkpoint-{step}"
-            if not (checkpoint / "trainer_state.json").is_file():  # a diverged run stopped before it
-                self.bar.update()
+            if not self._is_cached(name, settings) and not (checkpoint / "trainer_state.json").is_file():
+                self.bar.update()  # a diverged run stopped before it
                 continue
-            settings = {"recipe": _without_output_dir(recipe), "step": step, "evaluation": self.evaluation.describe()}
 
-            def compute(checkpoint: Path = checkpoint) -> dict[str, Any]:
+            def compute(checkpoint: Path = checkpoint, step: int = step) -> dict[str, Any]:
                 model = self._load_checkpoint(spec, checkpoint)
                 base_model = self.base_model() if spec.method == "full" else None
-                return {"point": measure_checkpoint(model, self.tokenizer, self.evaluation, base, base_model)}
+                return {"point": measure_checkpoint(model, self.tokenizer, self.evaluation, base, base_model),
+                        "training": training_symptoms(records, step, self.plan.budget.save_steps)}
 
-            cached = self._piece(f"{spec.name}-step{step:05d}", compute, settings)
+            cached = self._piece(name, compute, settings)
             self.points.append({
                 "method": spec.method, "series": spec.name, "step": step, "learning_rate": self.plan.learning_rate(spec),
                 "settings": {"key": cached["key"], "adapter": spec.adapter, "checkpoint": str(checkpoint)},
-                **cached["point"], **training_symptoms(records, step, self.plan.budget.save_steps),
+                **cached["point"], **cached["training"],
             })
 
     def _load_checkpoint(self, spec: SeriesSpec, checkpoint: Path):
