@@ -331,3 +331,15 @@ def test_task_judge_serves_ropo_eval():
     assert task_judge.compare([chat("1. Oak\n2. Pine"), chat("1. Oak")], [chat("1. Oak"), chat("- Ash\n- Elm")]) == [1.0, 0.0]
     with pytest.raises(TaskDataError, match="not a demo-task prompt"):
         task_judge.score([[{"role": "user", "content": "Unknown?"}, {"role": "assistant", "content": "Yes."}]])
+
+
+def test_held_out_records_cover_every_kind_even_when_few():
+    """The test split is ordered by kind: the demo's 12 prompts must not all be of the first kind."""
+    from ropo.demo_task import held_out_records, split_records
+
+    test = split_records()["test"]
+    chosen = {record["kind"] for record in held_out_records(12)}
+    # Evenly spaced picks land in every run of consecutive records longer than the spacing.
+    long_runs = {kind for kind in {r["kind"] for r in test} if sum(r["kind"] == kind for r in test) > len(test) / 12}
+    assert long_runs <= chosen and len(chosen) >= 5
+    assert held_out_records(None) == test

@@ -107,7 +107,7 @@ def train_or_reuse(recipe: Recipe, run_dir: Path, name: str, command: str = "dem
 
 def evaluate_all(runs: dict[str, Path], mode: DemoMode, model: str, out: Path, seed: int) -> dict[str, dict[str, Any]]:
     """Evaluate the base and every run on the task's test prompts; the contract's metrics per method."""
-    from ropo.demo_task import split_records
+    from ropo.demo_task import held_out_records
     from ropo.demo_task.task_judge import TaskJudge
     from ropo.evaluation import Candidate, EvalOptions, Prompt, SamplingSettings, evaluate_models, load_qa_probe
     from ropo.evaluation.drift import layer_energies
@@ -115,7 +115,7 @@ def evaluate_all(runs: dict[str, Path], mode: DemoMode, model: str, out: Path, s
     from ropo.training.loading import load_base_model, load_tokenizer
     from ropo.training.runs import load_run
 
-    records = split_records()["test"][: mode.eval_prompts]
+    records = held_out_records(mode.eval_prompts)
     prompts = [Prompt(id=r["id"], turns=(r["prompt"],), dataset="ropo-demo") for r in records]
     settings = SamplingSettings(max_new_tokens=mode.max_new_tokens, samples_per_prompt=mode.samples_per_prompt, seed=seed)
     judge = TaskJudge()

@@ -2,7 +2,7 @@
 (chosen, rejected) dataset built from a base model's own answers. See README.md in this folder."""
 
 from ropo.demo_task.build import BuildSettings, build_dataset, pair_stats, split_prompts, write_dataset
-from ropo.demo_task.dataset import preference_dataset, split_records
+from ropo.demo_task.dataset import held_out_records, preference_dataset, split_records
 from ropo.demo_task.judge import preference, score, score_details
 from ropo.demo_task.records import PROMPTS_FILE, SHIPPED_DATA_DIR, TaskDataError, load_prompts
 
@@ -19,6 +19,7 @@ __all__ = [
     "score",
     "score_details",
     "split_prompts",
+    "held_out_records",
     "split_records",
     "write_dataset",
 ]

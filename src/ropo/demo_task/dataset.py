@@ -31,3 +31,14 @@ def split_records(directory: str | Path | None = None, prompts_path: str | Path 
         raise TaskDataError(f"{directory / TEST_PROMPTS}: records not in {prompts_path or 'the shipped prompts'}: {changed[:5]}")
     test_ids = {record["id"] for record in test}
     return {"train": [record for record in records if record["id"] not in test_ids], "test": test}
+
+
+def held_out_records(count: int | None = None) -> list[dict[str, Any]]:
+    """``count`` prompt records of the shipped test split spread evenly over it (all with None).
+
+    The split is ordered by prompt kind, so its first ``count`` prompts would cover only the first
+    kinds; the demo and the frontier study both evaluate on this selection."""
+    test = split_records()["test"]
+    if count is None or count >= len(test):
+        return test
+    return [test[i * len(test) // count] for i in range(count)]

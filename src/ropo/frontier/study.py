@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
     from ropo.training.recipe import Recipe
 
 FORMAT = "ropo-frontier/1"
-T = TypeVar("T")
 POINTS_DIR = "points"
 PLOTS_DIR = "plots"
 RUNS_DIR = "runs"
@@ -67,24 +66,16 @@ class StudyResult:
     computed: int
 
 
-def evenly_spaced(items: Sequence[T], count: int) -> list[T]:
-    """``count`` items spread evenly over ``items`` (all of them if there are fewer). The test split is
-    ordered by prompt kind, so its first ``count`` prompts would cover only the first kinds."""
-    if count >= len(items):
-        return list(items)
-    return [items[i * len(items) // count] for i in range(count)]
-
-
 def study_evaluation(plan: StudyPlan) -> Evaluation:
     """The held-out prompts (the demo task's test split), sampling, judge and probe of ``plan``."""
-    from ropo.demo_task import split_records
+    from ropo.demo_task import held_out_records
     from ropo.demo_task.task_judge import TaskJudge
     from ropo.evaluation.generation import SamplingSettings
     from ropo.evaluation.prompts import Prompt, data_path
     from ropo.evaluation.retention import LARGE_QA_PROBE, load_qa_probe
 
     budget = plan.budget
-    records = evenly_spaced(split_records()["test"], budget.eval_prompts)
+    records = held_out_records(budget.eval_prompts)
     sampling = SamplingSettings(max_new_tokens=budget.max_new_tokens, samples_per_prompt=budget.samples_per_prompt,
                                 seed=plan.seed, batch_size=budget.generation_batch_size)
     probe = load_qa_probe(data_path(LARGE_QA_PROBE))[: budget.probe_items]
