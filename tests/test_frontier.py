@@ -12,7 +12,7 @@ import pytest
 from ropo.cli import main as ropo_main
 from ropo.demo.modes import LEARNING_RATES
 from ropo.evaluation import build_report
-from ropo.frontier.plan import LEARNING_RATE_SCALE, SERIES, PlanError, build_plan
+from ropo.frontier.plan import LEARNING_RATE_SCALES, SERIES, PlanError, build_plan
 from ropo.frontier.points import BASE, CI_SUFFIX, METRICS, TRAINING_METRICS, read_cached, training_symptoms
 from ropo.frontier.study import kl_ranges, study_evaluation
 
@@ -29,7 +29,7 @@ def test_default_plan_is_one_design_for_every_series(tmp_path):
     shared = None
     for spec in plan.series:
         overrides = plan.overrides(spec, tmp_path / spec.name)
-        assert overrides["training.learning_rate"] == pytest.approx(LEARNING_RATES[spec.method] * LEARNING_RATE_SCALE)
+        assert overrides["training.learning_rate"] == pytest.approx(LEARNING_RATES[spec.method] * LEARNING_RATE_SCALES[spec.method])
         common = {k: v for k, v in overrides.items() if k not in ("output_dir", "method", "adapter", "training.learning_rate")}
         assert shared is None or common == shared, spec.name  # same data, steps, batch, schedule, β, seed
         shared = common
