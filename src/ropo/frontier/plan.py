@@ -118,11 +118,9 @@ class Budget:
 
 #: Sized for a 2-core CPU and SmolLM2-135M-Instruct: 60 steps × 4 pairs is 1.5 epochs of the task's
 #: 155 pairs, 5 checkpoints per series. The held-out prompts are 32 of the 62 test prompts, spread
-#: over every kind. Estimated cost (not yet measured as a whole): about 70 min of training and
-#: 36 evaluations of about 2.2 min, about 2.5 h in all. The training estimate uses 8.6 s a step
-#: for RoPO and LoRA and 11.7 s for full DPO, both measured in the committed demo; all-linear RoPO
-#: is taken as 1.8 times slower. The evaluation estimate assumes about 0.13 s a decoding step, the
-#: rate of the default demo.
+#: over every kind. Measured on the first pieces: the base 261 s, a checkpoint about 3 min (176 s
+#: for a collapsed one, whose answers all ran to the limit), a q/v RoPO run 9 min (8–9 s a step):
+#: about 4 h for all seven series.
 DEFAULT_BUDGET = Budget(max_steps=60, save_steps=12, batch_size=4, max_length=192, data_rows=None,
                         eval_prompts=32, samples_per_prompt=2, max_new_tokens=96, generation_batch_size=16,
                         probe_items=None, probe_max_new_tokens=16, warmup_ratio=0.1)
