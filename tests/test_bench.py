@@ -126,3 +126,17 @@ def test_table_and_ratios_handle_missing_references():
     assert rows[0]["ratio_to_lora"] == pytest.approx(1.2) and rows[0]["ratio_to_floor"] is None
     text = table(rows)
     assert "| m | q,v | train | ropo_fast | 12.0 | 1.200 | – | – | – | 5 |" in text
+
+
+def test_gpu_script_skips_cleanly_without_cuda():
+    """benchmarks/gpu/run.sh is for a lent GPU; everywhere else it must say so and succeed."""
+    import subprocess
+    from pathlib import Path
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the script would run the real benchmark")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu" / "run.sh"
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "no CUDA device here" in result.stdout
