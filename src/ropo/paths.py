@@ -17,6 +17,14 @@ class DiskFullError(RoPOError):
     """The disk filled up while writing; the message says what was kept."""
 
 
+def is_local_path(path: str | Path) -> bool:
+    """Whether ``path`` names a folder on disk rather than a hub id ('name' or 'org/name'): it
+    exists, or it can only be local (absolute, ``./``, ``../``, ``~``, or more than one ``/``)."""
+    text = str(path)
+    return (Path(text).expanduser().exists() or text.startswith(("/", "./", "../", "~"))
+            or text in (".", "..") or text.rstrip("/").count("/") > 1)
+
+
 def output_path(path: str | Path | None, what: str) -> Path:
     """``path`` with ``~`` expanded, as an absolute path. An empty path is an error: it would
     silently mean the current folder (and, for a run, ``/checkpoints`` at the filesystem root)."""

@@ -15,6 +15,7 @@ from torch import nn
 
 from ropo.adapter.config import RoPOConfig
 from ropo.adapter.errors import RoPOError, RoPOLoadError
+from ropo.paths import is_local_path
 
 
 def get_ropo_model(model: nn.Module, config: RoPOConfig | None = None, adapter_name: str = "default") -> PeftModel:
@@ -40,10 +41,15 @@ def _check_adapter_files(directory: Path) -> None:
             raise RoPOLoadError(f"{weights}: cannot be read, the file is truncated or corrupt ({error})") from None
 
 
-def _is_local(adapter: str | Path) -> bool:
-    """A folder path rather than a hub id ('name' or 'org/name' that is not on disk)."""
-    text = str(adapter)
-    return Path(text).exists() or Path(text).is_absolute() or text.startswith((".", "~")) or text.count("/") > 1
+def _checked_local_adapter(adapter: str | Path) -> str:
+    """A local adapter folder expanded and read (see ``_check_adapter_files``); a hub id as it is."""
+    if not is_local_path(adapter):
+        return str(adapter)
+    directory = Path(adapter).expanduser()
+    if not directory.is_dir():
+        raise RoPOLoadError(f"{directory}: no such adapter folder")
+    _check_adapter_files(directory)
+    return str(directory)
 
 
 def _remove_new_tuner_layers(model: nn.Module, before: set[int]) -> None:
@@ -60,16 +66,11 @@ def load_adapter_model(model: nn.Module, adapter: str | Path, is_trainable: bool
     """``PeftModel.from_pretrained`` for any adapter (RoPO's or a baseline's) that leaves ``model``
     as it was when the adapter does not fit: a local folder's files are read first, and layers
     injected before a failing check are taken out again. Also ropo 0.1's ``RoPOModel.from_pretrained``."""
-    if _is_local(adapter):
-        directory = Path(adapter).expanduser()
-        if not directory.is_dir():
-            raise RoPOLoadError(f"{directory}: no such adapter folder")
-        _check_adapter_files(directory)
-        adapter = directory
+    adapter = _checked_local_adapter(adapter)
     before = {id(m) for m in model.modules() if isinstance(m, BaseTunerLayer)}
     trainable = [(p, p.requires_grad) for p in model.parameters()]
     try:
-        return PeftModel.from_pretrained(model, str(adapter), is_trainable=is_trainable, **kwargs)
+        return PeftModel.from_pretrained(model, adapter, is_trainable=is_trainable, **kwargs)
     except RoPOError:
         _remove_new_tuner_layers(model, before)
         for parameter, requires_grad in trainable:  # PEFT froze the base
@@ -82,8 +83,5 @@ class AutoRoPOModelForCausalLM:
 
     @staticmethod
     def from_pretrained(adapter_directory: str | Path, is_trainable: bool = False, **kwargs: Any) -> PeftModel:
-        if _is_local(adapter_directory):
-            if not Path(adapter_directory).expanduser().is_dir():
-                raise RoPOLoadError(f"{adapter_directory}: no such adapter folder")
-            _check_adapter_files(Path(adapter_directory).expanduser())
-        return AutoPeftModelForCausalLM.from_pretrained(str(adapter_directory), is_trainable=is_trainable, **kwargs)
+        adapter = _checked_local_adapter(adapter_directory)
+        return AutoPeftModelForCausalLM.from_pretrained(adapter, is_trainable=is_trainable, **kwargs)

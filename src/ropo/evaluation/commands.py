@@ -17,6 +17,7 @@ from ropo.evaluation.judges import load_judge
 from ropo.evaluation.prompts import DEFAULT_PROMPTS, load_prompts
 from ropo.evaluation.report import build_report
 from ropo.evaluation.retention import load_qa_probe
+from ropo.paths import is_local_path
 
 
 def load_candidate(path: str, device: str) -> tuple[Candidate, str | None]:
@@ -34,10 +35,9 @@ def load_candidate(path: str, device: str) -> tuple[Candidate, str | None]:
 
 
 def _check_local_path(path: str) -> None:
-    """A path that can only be local (absolute, ``./``, ``../``, ``~``, or more than one ``/``)
-    and is missing is named as missing; the hub would only say it is not a valid repo id."""
-    local = path.startswith(("/", "./", "../", "~")) or path in (".", "..") or path.rstrip("/").count("/") > 1
-    if local and not Path(path).expanduser().exists():
+    """A path that can only be local and is missing is named as missing; the hub would only say
+    it is not a valid repo id."""
+    if is_local_path(path) and not Path(path).expanduser().exists():
         raise EvaluationError(f"{path}: no such folder (expected a run folder from ropo train, a model folder, "
                               "a hub id, default or tiny:<arch>)")
 
