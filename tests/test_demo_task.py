@@ -24,8 +24,7 @@ from ropo.demo_task.build import (
 )
 from ropo.demo_task.dataset import preference_dataset, split_records
 from ropo.demo_task.records import BUILD_INFO, SHIPPED_DATA_DIR, TaskDataError, load_prompts, read_json, read_pairs
-from ropo.evaluation.generation import SamplingSettings, generate
-from ropo.evaluation.prompts import Prompt
+from ropo.generation import Prompt, SamplingSettings, generate
 from ropo.models import default as default_model
 from ropo.tiny_models import tiny_causal_lm, tiny_tokenizer
 from ropo.training.data import load_preference_data

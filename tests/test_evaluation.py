@@ -32,7 +32,7 @@ from ropo.evaluation import (
     win_rate,
     write_exports,
 )
-from ropo.evaluation.generation import _split_answer, render_prompt
+from ropo.generation import GenerationError, _split_answer, render_prompt
 from ropo.evaluation.retention import answer_matches, normalize_answer
 from ropo.evaluation.scoring import continuation_log_likelihoods
 from ropo.tiny_models import tiny_causal_lm, tiny_tokenizer
@@ -113,9 +113,9 @@ def test_second_turn_sees_the_first_answer(base, tokenizer):
 
 
 def test_bad_sampling_settings_are_refused():
-    with pytest.raises(EvaluationError, match="needs do_sample"):
+    with pytest.raises(GenerationError, match="needs do_sample"):
         SamplingSettings(do_sample=False, samples_per_prompt=2)
-    with pytest.raises(EvaluationError, match="temperature"):
+    with pytest.raises(GenerationError, match="temperature"):
         SamplingSettings(temperature=0)
 
 
@@ -369,11 +369,11 @@ def test_evaluate_models_writes_every_result(trained_ropo, tuned_full, base, tok
     by_name = {m["name"]: m for m in document["models"]}
     for name in ("ropo", "full"):
         metrics = by_name[name]["metrics"]
-        for key in ("win_rate", "length_mean", "distinct_1", "self_bleu", "kl_to_reference", "qa_accuracy",
-                    "qa_answer_logprob_change", "he_change_mean_abs"):
+        for key in ("win_rate", "mean_length", "distinct_1", "self_bleu", "kl_to_reference", "qa_accuracy",
+                    "qa_answer_logprob_change", "he_change"):
             assert metrics[key] is not None, (name, key)
         assert len(by_name[name]["he_layers"]) == 4
-    assert by_name["ropo"]["metrics"]["he_change_max_abs"] < 1e-6 < by_name["full"]["metrics"]["he_change_max_abs"]
+    assert by_name["ropo"]["metrics"]["he_change_max"] < 1e-6 < by_name["full"]["metrics"]["he_change_max"]
     assert "kl_to_reference" not in by_name["lonely"]["metrics"] and "pass --base" in by_name["lonely"]["notes"][0]
     assert by_name["base"]["role"] == "baseline" and "win_rate" not in by_name["base"]["metrics"]
     lines = (tmp_path / "generations" / "ropo.jsonl").read_text().splitlines()
@@ -395,7 +395,7 @@ def test_cli_eval_then_report(tmp_path, capsys):
     document = json.loads((out / "eval.json").read_text())
     assert document["prompts"]["count"] == 2 and document["sampling"]["max_new_tokens"] == 5
     (model,) = document["models"]
-    assert model["metrics"]["length_mean"] <= 5 and "pass --base" in model["notes"][0]
+    assert model["metrics"]["mean_length"] <= 5 and "pass --base" in model["notes"][0]
     assert main(["report", str(out), "--output", str(tmp_path / "report")]) == 0
     assert "tiny:llama" in (tmp_path / "report" / "report.html").read_text()
     # the same model as baseline and candidate: refused with a message, not a traceback

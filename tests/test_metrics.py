@@ -35,3 +35,12 @@ def test_bad_weights_are_refused():
         hyperspherical_energy(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
     with pytest.raises(ValueError, match="2-D weight"):
         hyperspherical_energy(torch.ones(3))
+
+
+def test_he_change_summary_is_the_mean_and_max_of_magnitudes():
+    from ropo.metrics import he_change_summary
+
+    assert he_change_summary([0.1, -0.3]) == pytest.approx({"he_change": 0.2, "he_change_max": 0.3})
+    assert he_change_summary([0.0, -0.0]) == {"he_change": 0.0, "he_change_max": 0.0}
+    with pytest.raises(ValueError, match="at least one layer"):
+        he_change_summary([])

@@ -64,7 +64,7 @@ def test_bad_yaml_and_missing_file(tmp_path):
 
 
 def test_cli_reports_recipe_errors_before_loading_anything(tmp_path, capsys, monkeypatch):
-    import ropo.training.loading as loading
+    import ropo.models.loading as loading
 
     def must_not_load(*args, **kwargs):
         raise AssertionError("a model was loaded before the recipe was validated")
@@ -121,7 +121,7 @@ def test_loss_types_are_trls():
 
 
 def test_cli_refuses_invalid_trl_values_before_loading_a_model(tmp_path, capsys, monkeypatch):
-    import ropo.training.loading as loading
+    import ropo.models.loading as loading
 
     def must_not_load(*args, **kwargs):
         raise AssertionError("a model was loaded before the recipe was validated")

@@ -27,8 +27,8 @@ def write_run(directory, margin_slope, length_slope, he_change):
     records = [
         {"step": step, "loss": 0.69 - 0.002 * step, "rewards/margins": margin_slope * step,
          "rewards/chosen": 0.4 * margin_slope * step, "rewards/rejected": -0.6 * margin_slope * step,
-         "sample_length_mean": 40 + length_slope * step,
-         **({"he_change_mean": abs(he_change), "he_change/model.layers.0.self_attn.q_proj": he_change} if step else {})}
+         "sample_mean_length": 40 + length_slope * step,
+         **({"he_change": abs(he_change), "he_change/model.layers.0.self_attn.q_proj": he_change} if step else {})}
         for step in range(0, 60, 10)
     ]
     (directory / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -36,7 +36,7 @@ def write_run(directory, margin_slope, length_slope, he_change):
 
 def eval_entry(name, role="candidate", **metrics):
     layers = [{"name": f"model.layers.{i}.self_attn.q_proj", "base": 10.0, "adapted": 10.0, "change": 0.0,
-               "relative_change": metrics.get("he_change_mean_abs", 0.0) * (i + 1)} for i in range(2)]
+               "relative_change": metrics.get("he_change", 0.0) * (i + 1)} for i in range(2)]
     return {"name": name, "source": name, "method": name, "role": role, "metrics": metrics,
             "he_layers": layers if role == "candidate" else [], "notes": []}
 
@@ -49,11 +49,11 @@ def report_inputs(tmp_path):
         "format": "ropo-eval/1", "judge": "rm:tiny", "baseline": "sft", "prompts": {"count": 24},
         "sampling": {"max_new_tokens": 256, "temperature": 0.7},
         "models": [
-            eval_entry("sft", role="baseline", length_mean=80.0, self_bleu=5.0, hit_limit_rate=0.0),
-            eval_entry("ropo", win_rate=0.61, length_mean=95.0, hit_limit_rate=0.05, self_bleu=12.0,
-                       kl_to_reference=0.4, he_change_mean_abs=2e-8, orthogonality_error=3e-7, qa_accuracy=0.5),
-            eval_entry("dpo-full", win_rate=0.58, length_mean=180.0, hit_limit_rate=0.05, self_bleu=30.0,
-                       kl_to_reference=6.0, he_change_mean_abs=5e-3, orthogonality_error=None, qa_accuracy=0.4),
+            eval_entry("sft", role="baseline", mean_length=80.0, self_bleu=5.0, hit_limit_rate=0.0),
+            eval_entry("ropo", win_rate=0.61, mean_length=95.0, hit_limit_rate=0.05, self_bleu=12.0,
+                       kl_to_reference=0.4, he_change=2e-8, orthogonality_error=3e-7, qa_accuracy=0.5),
+            eval_entry("dpo-full", win_rate=0.58, mean_length=180.0, hit_limit_rate=0.05, self_bleu=30.0,
+                       kl_to_reference=6.0, he_change=5e-3, orthogonality_error=None, qa_accuracy=0.4),
         ],
     }
     (tmp_path / "eval").mkdir()
@@ -95,7 +95,7 @@ def test_best_values_are_marked_by_direction(report_inputs):
     assert best["kl_to_reference"] == ["ropo"] and best["self_bleu"] == ["ropo"]  # lower is better
     assert best["reward_margin"] == ["dpo-full"]
     assert "hit_limit_rate" not in best  # a tie marks nothing
-    assert "length_mean" not in best  # no better direction
+    assert "mean_length" not in best  # no better direction
     assert "orthogonality_error" not in best  # only one run has a value
     page = (output / "report.html").read_text()
     assert page.count("class=best") == sum(len(v) for v in best.values())

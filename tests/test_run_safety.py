@@ -19,7 +19,7 @@ from ropo.paths import DiskFullError, OutputPathError
 from ropo.training.guards import NonFiniteError, NonFiniteGuard
 from ropo.training.recipe import RecipeError, load_recipe
 from ropo.training.run import train
-from ropo.training.runs import read_metrics
+from ropo.models.runs import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"

@@ -17,7 +17,7 @@ from ropo.adapter import RoPOModel
 from ropo.cli import main as ropo_main
 from ropo.training.recipe import load_recipe
 from ropo.training.run import train
-from ropo.training.runs import load_run, read_metrics
+from ropo.models.runs import load_run, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
@@ -45,8 +45,8 @@ def test_end_to_end_ropo_run_reloads_to_the_same_logits(tmp_path):
     assert first["rewards/chosen"] == 0.0 and first["rewards/rejected"] == 0.0 and first["rewards/margins"] == 0.0
     assert first["loss"] == pytest.approx(0.6931471805599453, abs=1e-7)  # log 2: policy == reference
     assert metrics[-2]["rewards/margins"] > 0, "six steps on an easy task should separate chosen from rejected"
-    assert metrics[-2]["orthogonality_error"] <= 1e-5 and metrics[-2]["he_change_mean"] < 1e-6
-    assert {"data_chosen_length_mean", "sample_length_mean"} <= set().union(*metrics)
+    assert metrics[-2]["orthogonality_error"] <= 1e-5 and metrics[-2]["he_change"] < 1e-6
+    assert {"data_chosen_mean_length", "sample_mean_length"} <= set().union(*metrics)
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (run / "adapter").iterdir()}
     loaded = load_run(run)
     assert isinstance(loaded.model, PeftModel) and loaded.method == "ropo"
@@ -71,7 +71,7 @@ def test_each_baseline_trains_in_the_same_harness(tmp_path, method):
     else:  # PEFT's OFT/HRA start at I only up to rounding (two equal reflections, Cayley maps)
         assert abs(metrics[0]["rewards/margins"]) <= 1e-5
     assert all(torch.isfinite(torch.tensor(m["loss"])) for m in metrics)
-    assert "he_change_mean" in metrics[-1] and metrics[-1]["he_change_mean"] > 0
+    assert "he_change" in metrics[-1] and metrics[-1]["he_change"] > 0
     loaded = load_run(result.run_dir)
     ids = torch.tensor([[256, 65, 66, 67]])
     result.model.eval()
@@ -179,3 +179,16 @@ def test_trl_loss_options_pass_through(tmp_path):
     assert smoothed[0] == pytest.approx(sigmoid[0], abs=1e-6) and smoothed[1] != pytest.approx(sigmoid[1], abs=1e-6)
     ld = _losses(tmp_path / "ld", "training.ld_alpha=0.5")
     assert ld[1] != pytest.approx(sigmoid[1], abs=1e-6)
+
+
+def test_eval_of_a_full_run_compares_with_the_recipes_base(tmp_path):
+    """Without --base, ``ropo eval`` of a full fine-tuning run measures against the base named in
+    its recipe: comparing the tuned weights with themselves would report an HE change of 0."""
+    run = train(_tiny(tmp_path, "training.max_steps=2", "training.save_steps=10", "method=full", "adapter={}")).run_dir
+    out = tmp_path / "eval"
+    args = ["eval", str(run), "--judge", "none", "--max-prompts", "2", "--samples", "1", "--max-new-tokens", "4",
+            "--qa-probe", "none", "--output", str(out)]
+    assert ropo_main(args) == 0
+    metrics = json.loads((out / "eval.json").read_text())["models"][0]["metrics"]
+    assert metrics["he_change"] > 0 and metrics["he_change_max"] >= metrics["he_change"]
+    assert metrics["kl_to_reference"] > 0

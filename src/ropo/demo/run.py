@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ropo.demo.modes import LEARNING_RATES, METHODS, DemoMode
 from ropo.io import atomic_write_text
+from ropo.metrics.energy import HE_CHANGE, he_change_summary
 
 if TYPE_CHECKING:
     from ropo.training.recipe import Recipe
@@ -87,7 +88,8 @@ def train_or_reuse(recipe: Recipe, run_dir: Path, name: str, command: str = "dem
     A finished run made with other settings is never reused: that is an error naming them.
     """
     from ropo.training.recipe import RecipeError
-    from ropo.training.run import final_weights_dir, recipe_differences, train
+    from ropo.models.runs import final_weights_dir
+    from ropo.training.run import recipe_differences, train
 
     if final_weights_dir(run_dir, recipe.method).is_dir():
         changed = recipe_differences(run_dir, recipe)
@@ -112,8 +114,8 @@ def evaluate_all(runs: dict[str, Path], mode: DemoMode, model: str, out: Path, s
     from ropo.evaluation import Candidate, EvalOptions, Prompt, SamplingSettings, evaluate_models, load_qa_probe
     from ropo.evaluation.drift import layer_energies
     from ropo.evaluation.judges import win_rate
-    from ropo.training.loading import load_base_model, load_tokenizer
-    from ropo.training.runs import load_run
+    from ropo.models.loading import load_base_model, load_tokenizer
+    from ropo.models.runs import load_run
 
     records = held_out_records(mode.eval_prompts)
     prompts = [Prompt(id=r["id"], turns=(r["prompt"],), dataset="ropo-demo") for r in records]
@@ -135,7 +137,8 @@ def evaluate_all(runs: dict[str, Path], mode: DemoMode, model: str, out: Path, s
         "base": {
             "win_rate": win_rate(judge, base_answers, base_answers),  # the judge on identical answers
             "retention_accuracy": first["qa_accuracy_base"],
-            "he_change": max(abs(e.relative_change) for e in layer_energies(base.model, base.model)),
+            # The same statistic as the tuned rows: 0 to rounding, since the base is compared with itself.
+            HE_CHANGE: he_change_summary(e.relative_change for e in layer_energies(base.model, base.model))[HE_CHANGE],
             "trainable_params": 0,
             "train_seconds": 0.0,
         }
@@ -146,7 +149,7 @@ def evaluate_all(runs: dict[str, Path], mode: DemoMode, model: str, out: Path, s
         summary[method] = {
             "win_rate": metrics["win_rate"],
             "retention_accuracy": metrics["qa_accuracy"],
-            "he_change": metrics["he_change_mean_abs"],
+            HE_CHANGE: metrics[HE_CHANGE],
             "trainable_params": trained["trainable_params"],
             "train_seconds": trained["train_seconds"],
             "kl_to_reference": metrics["kl_to_reference"],
@@ -155,7 +158,7 @@ def evaluate_all(runs: dict[str, Path], mode: DemoMode, model: str, out: Path, s
         }
     for name, values in summary.items():
         metrics = results[name].metrics
-        values.update(mean_length=metrics["length_mean"], distinct_2=metrics["distinct_2"],
+        values.update(mean_length=metrics["mean_length"], distinct_2=metrics["distinct_2"],
                       self_bleu=metrics["self_bleu"], judge_score=metrics.get("judge_score"),
                       hit_limit_rate=metrics["hit_limit_rate"])
     return summary

@@ -28,8 +28,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ropo.adapter.errors import RoPOConfigError
 from ropo.demo_task import judge
 from ropo.demo_task.records import BUILD_INFO, SPLITS, TEST_PROMPTS, TaskDataError, read_json, write_json, write_jsonl
-from ropo.evaluation.generation import SamplingSettings, generate
-from ropo.evaluation.prompts import Prompt
+from ropo.generation import Prompt, SamplingSettings, generate
 
 #: 2: sampled through evaluation's ``generate`` (its stop tokens, top-k off, batches of answers).
 FORMAT_VERSION = 2

@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from ropo.training.loading import load_base_model, load_tokenizer
+    from ropo.models.loading import load_base_model, load_tokenizer
 
     settings = BuildSettings(**{setting.name: getattr(args, setting.name) for setting in fields(BuildSettings)})
     records = load_prompts(args.prompts)

@@ -5,9 +5,9 @@ from ropo.evaluation.drift import LayerEnergy, Reference, generation_kl, layer_e
 from ropo.evaluation.errors import EvaluationError
 from ropo.evaluation.evaluate import Candidate, EvalOptions, ModelEvaluation, evaluate_candidate, evaluate_models
 from ropo.evaluation.export import alpaca_eval_outputs, mt_bench_answers, write_exports
-from ropo.evaluation.generation import Generation, SamplingSettings, generate
+from ropo.generation import Generation, Prompt, SamplingSettings, generate
 from ropo.evaluation.judges import Judge, PointwiseJudge, RewardModelJudge, load_judge, win_rate
-from ropo.evaluation.prompts import Prompt, load_prompts
+from ropo.evaluation.prompts import load_prompts
 from ropo.evaluation.report import build_report
 from ropo.evaluation.retention import QAItem, QAResult, lm_eval_scores, load_qa_probe, qa_probe
 

@@ -12,7 +12,7 @@ from torch import nn
 from ropo.evaluation.drift import DEFAULT_HE_MODULES
 from ropo.evaluation.errors import EvaluationError
 from ropo.evaluation.evaluate import Candidate, EvalOptions, evaluate_models
-from ropo.evaluation.generation import SamplingSettings
+from ropo.generation import SamplingSettings
 from ropo.evaluation.judges import load_judge
 from ropo.evaluation.prompts import DEFAULT_PROMPTS, load_prompts
 from ropo.evaluation.report import build_report
@@ -26,7 +26,7 @@ def load_candidate(path: str, device: str) -> tuple[Candidate, str | None]:
     Returns the candidate and the base it was tuned from when the model has no adapter to disable
     (a fully fine-tuned run), since only then is a second copy needed for base-relative metrics.
     """
-    from ropo.training.runs import load_run
+    from ropo.models.runs import load_run
 
     run = load_run(path)
     model = run.model.to(device).eval()
@@ -88,7 +88,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         _candidates(args, device), prompts, options, args.output, baseline, args.prompts or f"(shipped) {DEFAULT_PROMPTS}"
     )
     for result in results:
-        shown = {k: v for k, v in result.metrics.items() if k in ("win_rate", "length_mean", "distinct_2", "kl_to_reference")}
+        shown = {k: v for k, v in result.metrics.items() if k in ("win_rate", "mean_length", "distinct_2", "kl_to_reference")}
         print(f"{result.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items() if v is not None))
     print(f"results: {Path(args.output) / 'eval.json'}  (next: ropo report RUN_DIR ... {args.output})")
     return 0

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ropo.evaluation.errors import EvaluationError
-from ropo.evaluation.generation import Generation
+from ropo.generation import Generation
 from ropo.evaluation.scoring import continuation_log_probs
 from ropo.metrics import hyperspherical_energy
 from ropo.methods import DEFAULT_TARGET_MODULES

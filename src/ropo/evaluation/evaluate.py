@@ -23,12 +23,11 @@ from ropo.adapter import merged_for_inference, orthogonality_error
 from ropo.evaluation.drift import DEFAULT_HE_MODULES, Reference, generation_kl, layer_energies
 from ropo.evaluation.errors import EvaluationError
 from ropo.evaluation.export import write_exports
-from ropo.evaluation.generation import Generation, SamplingSettings, generate
+from ropo.generation import Generation, Prompt, SamplingSettings, generate
 from ropo.evaluation.judges import Judge, win_rate
-from ropo.evaluation.prompts import Prompt
 from ropo.evaluation.retention import QAItem, lm_eval_scores, qa_probe
 from ropo.io import atomic_write_text
-from ropo.metrics import distinct_n, length_stats, repetition_rate, self_bleu
+from ropo.metrics import distinct_n, he_change_summary, length_stats, repetition_rate, self_bleu
 
 EVAL_FILE = "eval.json"
 FORMAT = "ropo-eval/1"
@@ -90,7 +89,7 @@ def answer_metrics(generations: Sequence[Generation], max_new_tokens: int) -> di
     for g in generations:
         groups[g.prompt_id, g.turn].append(g.text)
     return {
-        "length_mean": lengths.mean,
+        "mean_length": lengths.mean,
         "length_median": lengths.median,
         "hit_limit_rate": lengths.hit_limit_rate,
         "distinct_1": distinct_n(texts, 1),
@@ -145,8 +144,7 @@ def evaluate_candidate(
         result.metrics["kl_to_reference"] = fmean(generation_kl(model, reference, result.generations, settings.batch_size))
         energies = layer_energies(model, candidate.base_model, options.he_modules)
         result.he_layers = [e.as_dict() for e in energies]
-        result.metrics["he_change_mean_abs"] = fmean(abs(e.relative_change) for e in energies)
-        result.metrics["he_change_max_abs"] = max(abs(e.relative_change) for e in energies)
+        result.metrics.update(he_change_summary(e.relative_change for e in energies))
     result.metrics["orthogonality_error"] = orthogonality_error(model)
 
     if options.qa_items:

@@ -14,8 +14,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from ropo.evaluation.generation import Generation
-from ropo.evaluation.prompts import Prompt
+from ropo.generation import Generation, Prompt
 from ropo.io import atomic_write_text
 
 

@@ -17,7 +17,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from ropo.evaluation.errors import EvaluationError
-from ropo.evaluation.generation import Message, model_device
+from ropo.generation import Message, model_device
 
 #: A chat ending with the assistant message being judged.
 Conversation = Sequence[Message]

@@ -31,7 +31,7 @@ class Series:
     name: str
     color: int
     training: list[dict[str, Any]] = field(default_factory=list)
-    length_mean: float | None = None
+    mean_length: float | None = None
     win_rate: float | None = None
     he_layers: dict[str, float] = field(default_factory=dict)  # layer → relative HE change
     is_baseline: bool = False
@@ -113,21 +113,21 @@ def win_rate_vs_length(runs: Sequence[Series]) -> bytes:
     """Each run's win rate against its mean answer length: alignment that only lengthens answers
     moves right, alignment that helps moves up."""
     figure, axes = plt.subplots(figsize=(6.4, 3.8))
-    points = [r for r in runs if r.win_rate is not None and r.length_mean is not None]
+    points = [r for r in runs if r.win_rate is not None and r.mean_length is not None]
     if not points:
         _no_data(axes, "no win rates (run `ropo eval` with a --judge)")
     else:
         seen: dict[tuple[float, float], int] = {}
         for run in points:
-            point = (run.length_mean, 100 * run.win_rate)
+            point = (run.mean_length, 100 * run.win_rate)
             stacked = seen[point] = seen.get(point, -1) + 1  # labels of coinciding points go one above another
             axes.scatter(*point, s=80, color=COLORS[run.color % len(COLORS)],
                          marker=MARKERS[run.color % len(MARKERS)], zorder=3)
             axes.annotate(run.name, point, textcoords="offset points", xytext=(6, 6 + 12 * stacked))
         axes.axhline(50, color="0.5", linestyle="--", linewidth=1, label="tie with baseline")
         for run in runs:
-            if run.is_baseline and run.length_mean is not None:
-                axes.axvline(run.length_mean, color="0.5", linestyle=":", linewidth=1, label=f"{run.name} length")
+            if run.is_baseline and run.mean_length is not None:
+                axes.axvline(run.mean_length, color="0.5", linestyle=":", linewidth=1, label=f"{run.name} length")
         axes.set_xlabel("mean answer length (tokens)")
         axes.set_ylabel("win rate vs baseline (%)")
         axes.set_ylim(-5, 105)
@@ -145,7 +145,7 @@ def all_figures(runs: Sequence[Series]) -> dict[str, bytes]:
             runs, [("rewards/chosen", "-"), ("rewards/rejected", "--")], "Chosen (solid) and rejected (dashed) rewards", "implicit reward"
         ),
         "Generation length over training": training_curves(
-            runs, [("sample_length_mean", "-")], "Length of sampled answers", "mean tokens"
+            runs, [("sample_mean_length", "-")], "Length of sampled answers", "mean tokens"
         ),
         "Win rate vs length": win_rate_vs_length(runs),
         HE_TITLE: energy_change_per_layer(runs),

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from ropo.evaluation.errors import EvaluationError
+from ropo.generation import Prompt
 from ropo.io import read_json_rows
 
 #: The shipped default: short single-turn instructions of varied kinds.
 DEFAULT_PROMPTS = "prompts.jsonl"
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One conversation to answer: ``turns`` are the user's messages, answered one after the other."""
-
-    id: int | str  # MT-Bench's question_id, else the row number (1-based)
-    turns: tuple[str, ...]
-    dataset: str  # AlpacaEval's ``dataset`` field, else the file's stem
 
 
 def data_path(name: str) -> Path:

@@ -57,7 +57,7 @@ COLUMNS = (
     Column("judge_score", "Judge score (mean)", +1, ".3g", "preference"),
     Column("reward_margin", "Reward margin, last step (train)", +1, ".3g", "training"),
     Column("reward_accuracy", "Reward accuracy, last step (train)", +1, "%", "training"),
-    Column("length_mean", "Mean answer length (tokens)", 0, ".1f"),
+    Column("mean_length", "Mean answer length (tokens)", 0, ".1f"),
     Column("length_median", "Median answer length (tokens)", 0, ".0f"),
     Column("hit_limit_rate", "Answers cut at the token limit", -1, "%", "length"),
     Column("distinct_1", "Distinct-1", +1, ".3f", "diversity"),
@@ -68,8 +68,8 @@ COLUMNS = (
     Column("qa_accuracy_base", "QA probe accuracy of the base", 0, "%"),
     Column("qa_answer_logprob_change", "Answer log-likelihood change vs base (nats)", +1, "+.3f", "retention"),
     Column("kl_to_reference", "KL(policy ‖ base) per answer (nats)", -1, ".3g", "drift"),
-    Column("he_change_mean_abs", "Mean |HE change| per layer (relative)", -1, ".2e", "drift"),
-    Column("he_change_max_abs", "Max |HE change| per layer (relative)", -1, ".2e", "drift"),
+    Column("he_change", "Mean |HE change| per layer (relative)", -1, ".2e", "drift"),
+    Column("he_change_max", "Max |HE change| per layer (relative)", -1, ".2e", "drift"),
     Column("orthogonality_error", "Orthogonality error max|QᵀQ−I|", -1, ".1e"),
 )
 
@@ -209,7 +209,7 @@ def _table(runs: Sequence[ReportRun], columns: Sequence[Column], best: dict[str,
 
 def _series(runs: Sequence[ReportRun]) -> list[Series]:
     return [
-        Series(r.name, i, r.training, r.metrics().get("length_mean"), r.metrics().get("win_rate"), r.he_layers(), r.role == "baseline")
+        Series(r.name, i, r.training, r.metrics().get("mean_length"), r.metrics().get("win_rate"), r.he_layers(), r.role == "baseline")
         for i, r in enumerate(runs)
     ]
 

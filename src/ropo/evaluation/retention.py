@@ -19,8 +19,8 @@ from transformers import PreTrainedTokenizerBase
 
 from ropo.evaluation.errors import EvaluationError
 from ropo.io import read_json_rows
-from ropo.evaluation.generation import SamplingSettings, generate, render_prompt
-from ropo.evaluation.prompts import Prompt, data_path
+from ropo.generation import Prompt, SamplingSettings, generate, render_prompt
+from ropo.evaluation.prompts import data_path
 from ropo.evaluation.scoring import continuation_log_likelihoods
 
 DEFAULT_QA_PROBE = "qa_probe.jsonl"

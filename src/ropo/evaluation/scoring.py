@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-from ropo.evaluation.generation import model_device
+from ropo.generation import model_device
 
 #: (context ids, continuation ids): the continuation's tokens are scored given everything before them.
 Pair = tuple[Sequence[int], Sequence[int]]

@@ -70,6 +70,10 @@ class SeriesSpec:
     method: str  # as ``ropo train`` calls it: ropo, full, lora
     adapter: dict[str, Any]
     description: str
+    #: An ablation is compared with ``ropo-2025`` at the same budget (same steps, rate and
+    #: checkpoints), measured at fewer of its checkpoints (``Budget.ablation_every``): the issue asks
+    #: for ablations "at least at one matched budget", and each measured checkpoint costs ~3 min.
+    ablation: bool = False
 
 
 #: Every series the study knows, in the order it trains and plots them.
@@ -83,11 +87,11 @@ SERIES: dict[str, SeriesSpec] = {
         SeriesSpec("dpo", "full", {}, "plain DPO: full fine-tuning of every weight"),
         SeriesSpec("lora", "lora", {"target_modules": _QV}, "LoRA r=16, q/v"),
         SeriesSpec("ropo-no-magnitude", "ropo", {"preset": "ropo-2025", "magnitude": False, "target_modules": _QV},
-                   "ablation: ropo-2025 without the neuron magnitudes"),
+                   "ablation: ropo-2025 without the neuron magnitudes", ablation=True),
         SeriesSpec("ropo-householder-only", "ropo", {"preset": "ropo-2025", "givens_layout": "none", "target_modules": _QV},
-                   "ablation: ropo-2025 without Givens rotations (Householder reflections only)"),
+                   "ablation: ropo-2025 without Givens rotations (Householder reflections only)", ablation=True),
         SeriesSpec("ropo-all-linear", "ropo", {"preset": "ropo-2025", "target_modules": "all-linear"},
-                   "ablation: ropo-2025 on every linear layer instead of q/v"),
+                   "ablation: ropo-2025 on every linear layer instead of q/v", ablation=True),
     )
 }
 
@@ -110,20 +114,28 @@ class Budget:
     #: Share of the steps spent warming up. The warm-up's first step has rate 0, so a 3-step run
     #: with any warm-up would have a first checkpoint equal to the base.
     warmup_ratio: float
+    #: An ablation series is measured at every this-many-th checkpoint (the first and the last
+    #: included when the count allows): trained on the same budget, measured more sparsely.
+    ablation_every: int = 1
 
     @property
     def checkpoint_steps(self) -> tuple[int, ...]:
         return tuple(range(self.save_steps, self.max_steps + 1, self.save_steps))
 
+    def measured_steps(self, spec: SeriesSpec) -> tuple[int, ...]:
+        """The checkpoints of ``spec`` that become points of its curve."""
+        return self.checkpoint_steps[:: self.ablation_every] if spec.ablation else self.checkpoint_steps
+
 
 #: Sized for a 2-core CPU and SmolLM2-135M-Instruct: 60 steps × 4 pairs is 1.5 epochs of the task's
-#: 155 pairs, 5 checkpoints per series. The held-out prompts are 32 of the 62 test prompts, spread
+#: 155 pairs, 5 checkpoints per series (3 of them, steps 12, 36 and 60, measured for an ablation).
+#: The held-out prompts are 32 of the 62 test prompts, spread
 #: over every kind. Measured on the first pieces: the base 261 s, a checkpoint about 3 min (176 s
 #: for a collapsed one, whose answers all ran to the limit), a q/v RoPO run 9 min (8–9 s a step):
 #: about 4 h for all seven series.
 DEFAULT_BUDGET = Budget(max_steps=60, save_steps=12, batch_size=4, max_length=192, data_rows=None,
                         eval_prompts=32, samples_per_prompt=2, max_new_tokens=96, generation_batch_size=16,
-                        probe_items=None, probe_max_new_tokens=16, warmup_ratio=0.1)
+                        probe_items=None, probe_max_new_tokens=16, warmup_ratio=0.1, ablation_every=2)
 #: A tiny random model on the first 6 demo pairs: only checks that the whole study runs (a test, seconds).
 #: Its answers are random bytes, so they need 64 tokens to hold the few spaces that word 3-grams
 #: (repetition) need.
@@ -172,7 +184,8 @@ class StudyPlan:
             "learning_rate_scales": LEARNING_RATE_SCALES, "lr_scheduler": LR_SCHEDULER,
             "beta": BETA, "loss_type": LOSS_TYPE, "checkpoint_steps": list(self.budget.checkpoint_steps),
             "series": {s.name: {"method": s.method, "adapter": s.adapter, "learning_rate": self.learning_rate(s),
-                                "description": s.description} for s in self.series},
+                                "description": s.description, "measured_steps": list(self.budget.measured_steps(s))}
+                       for s in self.series},
         }
 
 

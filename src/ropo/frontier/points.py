@@ -27,10 +27,10 @@ from transformers import PreTrainedTokenizerBase
 from ropo.adapter import merged_for_inference
 from ropo.evaluation.drift import DEFAULT_HE_MODULES, Reference, generation_kl, layer_energies
 from ropo.evaluation.evaluate import REPETITION_N, answer_metrics
-from ropo.evaluation.generation import Generation, SamplingSettings, generate
+from ropo.generation import Generation, Prompt, SamplingSettings, generate
 from ropo.evaluation.judges import PointwiseJudge
-from ropo.evaluation.prompts import Prompt
 from ropo.evaluation.retention import QAItem, QAResult, qa_probe
+from ropo.metrics.energy import HE_CHANGE, he_change_summary
 from ropo.evaluation.statistics import (
     DEFAULT_CONFIDENCE,
     DEFAULT_RESAMPLES,
@@ -196,7 +196,7 @@ def measure_checkpoint(
     generations, scores, probe = answer_and_probe(model, tokenizer, evaluation)
     kl_values = generation_kl(model, Reference(model, base_model), generations, evaluation.sampling.batch_size)
     energies = layer_energies(model, base_model, evaluation.he_modules)
-    he_change = fmean(abs(e.relative_change) for e in energies)
+    he_change = he_change_summary(e.relative_change for e in energies)[HE_CHANGE]
     return point_metrics(evaluation, generations, scores, probe, base, kl_values, he_change)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,8 +70,8 @@ def study_evaluation(plan: StudyPlan) -> Evaluation:
     """The held-out prompts (the demo task's test split), sampling, judge and probe of ``plan``."""
     from ropo.demo_task import held_out_records
     from ropo.demo_task.task_judge import TaskJudge
-    from ropo.evaluation.generation import SamplingSettings
-    from ropo.evaluation.prompts import Prompt, data_path
+    from ropo.generation import Prompt, SamplingSettings
+    from ropo.evaluation.prompts import data_path
     from ropo.evaluation.retention import LARGE_QA_PROBE, load_qa_probe
 
     budget = plan.budget
@@ -92,7 +92,7 @@ class Study:
     """One study's pieces, run in order with one progress bar."""
 
     def __init__(self, plan: StudyPlan, out: Path, progress: bool = True) -> None:
-        from ropo.training.loading import load_tokenizer
+        from ropo.models.loading import load_tokenizer
 
         self.plan, self.out = plan, out
         self.evaluation = study_evaluation(plan)
@@ -104,8 +104,8 @@ class Study:
         self.reused = self.computed = 0
         self._series_names = {spec.name for spec in plan.series}
         self._base_model = None
-        steps = len(plan.budget.checkpoint_steps)
-        self.bar = tqdm(total=1 + len(plan.series) * (1 + steps), desc="frontier", unit="piece", disable=not progress)
+        pieces = sum(1 + len(plan.budget.measured_steps(spec)) for spec in plan.series)
+        self.bar = tqdm(total=1 + pieces, desc="frontier", unit="piece", disable=not progress)
 
     def _recorded_train_seconds(self) -> dict[str, float]:
         """Training seconds from earlier sessions of this study (a resumed run adds to them)."""
@@ -114,7 +114,7 @@ class Study:
 
     def base_model(self):
         """The untuned model, loaded once: the base piece and full fine-tuning's reference."""
-        from ropo.training.loading import load_base_model
+        from ropo.models.loading import load_base_model
 
         if self._base_model is None:
             self._base_model = load_base_model(self.plan.model, "float32", self.plan.seed).eval()
@@ -187,14 +187,14 @@ class Study:
         return recipe
 
     def measure_series(self, spec: SeriesSpec, base: BaseAnswers) -> None:
-        from ropo.training.run import METRICS_FILE
+        from ropo.models.runs import METRICS_FILE
 
         run_dir = self.out / RUNS_DIR / spec.name
         recipe = self.plan.recipe(spec, run_dir)
         pieces = {
             step: (f"{spec.name}-step{step:05d}",
                    {"recipe": _without_output_dir(recipe), "step": step, "evaluation": self.evaluation.describe()})
-            for step in self.plan.budget.checkpoint_steps
+            for step in self.plan.budget.measured_steps(spec)
         }
         # Every point measured already (e.g. committed by an earlier session whose run folders are
         # gone): the series needs no training, since a point holds its training-side metrics too.
@@ -226,7 +226,7 @@ class Study:
 
     def _load_checkpoint(self, spec: SeriesSpec, checkpoint: Path):
         from ropo.adapter.api import load_adapter_model
-        from ropo.training.loading import load_base_model
+        from ropo.models.loading import load_base_model
 
         if spec.method == "full":
             return load_base_model(str(checkpoint), "float32").eval()

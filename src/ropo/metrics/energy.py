@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from statistics import fmean
+
 import torch
+
+#: The one name of the HE-change statistic, from the training log to the report and the frontier:
+#: the mean over the tracked layers of |relative change| of their HE (and its maximum).
+HE_CHANGE = "he_change"
+HE_CHANGE_MAX = "he_change_max"
 
 
 @torch.no_grad()
@@ -27,3 +35,12 @@ def hyperspherical_energy(weight: torch.Tensor, chunk_rows: int = 1024) -> float
         squared[index, index + start] = float("inf")  # leave out i == j
         total += float(squared.rsqrt().sum())
     return total
+
+
+def he_change_summary(relative_changes: Iterable[float]) -> dict[str, float]:
+    """``HE_CHANGE`` and ``HE_CHANGE_MAX`` of the per-layer relative HE changes: every row of every
+    table (the base's included) takes the same statistic."""
+    magnitudes = [abs(change) for change in relative_changes]
+    if not magnitudes:
+        raise ValueError("he_change_summary needs at least one layer")
+    return {HE_CHANGE: fmean(magnitudes), HE_CHANGE_MAX: max(magnitudes)}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from statistics import fmean
 from typing import Any
 
 from torch import nn
@@ -14,9 +13,8 @@ from transformers.trainer_callback import ProgressCallback
 
 from ropo.adapter import orthogonality_error
 from ropo.io import atomic_write_text, read_jsonl_records
-from ropo.metrics import hyperspherical_energy
-from ropo.evaluation.generation import SamplingSettings, generate
-from ropo.evaluation.prompts import Prompt
+from ropo.metrics import he_change_summary, hyperspherical_energy
+from ropo.generation import Prompt, SamplingSettings, generate
 from ropo.metrics.lengths import LengthStats, length_stats
 from ropo.models.weights import effective_weights
 
@@ -102,11 +100,11 @@ class RunMonitor(TrainerCallback):
             if error is not None:
                 record["orthogonality_error"] = error
             changes = self.energy.changes(model)
-            record["he_change_mean"] = fmean(abs(v) for v in changes.values())
+            record.update(he_change_summary(changes.values()))
             record.update({f"he_change/{name}": value for name, value in changes.items()})
         if self.sample_prompts and self._due(self.sample_every, state):
             lengths = sample_lengths(model, self.tokenizer, self.sample_prompts, self.sample_max_new_tokens)
-            record["sample_length_mean"] = lengths.mean
+            record["sample_mean_length"] = lengths.mean
             record["sample_hit_limit"] = lengths.hit_limit_rate
         return record
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from ropo.adapter.api import load_adapter_model
 from ropo.io import atomic_directory, atomic_write_text, is_disk_full
 from ropo.paths import DiskFullError, check_output_dir, output_path
-from ropo.training.loading import load_base_model, load_tokenizer
+from ropo.models.loading import load_base_model, load_tokenizer
 
 #: Written into every merged folder: it marks the folder as ``ropo merge``'s own, which a later
 #: merge may replace without ``--force``, and records what it was made from.

@@ -19,7 +19,7 @@ from accelerate import PartialState
 from datasets import load_from_disk
 from torch import nn
 
-from ropo.evaluation.prompts import Prompt
+from ropo.generation import Prompt
 from ropo.io import atomic_directory, atomic_write_text, drop_partial_last_line, is_disk_full
 from ropo.paths import DiskFullError, FolderLock, check_output_dir, check_writable, output_path
 from ropo.training import guards
@@ -27,13 +27,12 @@ from ropo.models.weights import tracked_layers
 from ropo.training.callbacks import EnergyTracker, ProgressBar, RunMonitor
 from ropo.training.data import PreferenceData, load_preference_data
 from ropo.training.lengths import fit_to_max_length
-from ropo.training.loading import load_base_model, load_tokenizer
+from ropo.models.loading import load_base_model, load_tokenizer
+from ropo.models.runs import METRICS_FILE, RECIPE_FILE, final_weights_dir
 from ropo.training.methods import build_adapter_config, tracked_module_names
 from ropo.training.recipe import Recipe, RecipeError
 from ropo.training.trl_config import build_dpo_config
 
-RECIPE_FILE = "recipe.yaml"
-METRICS_FILE = "metrics.jsonl"
 ENVIRONMENT_FILE = "environment.json"
 SUMMARY_FILE = "train_summary.json"
 #: Held by the run writing the folder; a second run into it is refused, naming the first's PID.
@@ -41,11 +40,6 @@ LOCK_FILE = ".ropo.lock"
 #: What a run writes into its folder: all ``--restart`` removes (anything else there is kept).
 RUN_ENTRIES = (RECIPE_FILE, METRICS_FILE, ENVIRONMENT_FILE, SUMMARY_FILE, "data", "checkpoints", "adapter", "model")
 _PACKAGES = ("ropo", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "safetensors")
-
-
-def final_weights_dir(run_dir: Path, method: str) -> Path:
-    """Adapters go to ``adapter/``; full fine-tuning writes a whole model to ``model/``."""
-    return run_dir / ("model" if method == "full" else "adapter")
 
 
 def environment(recipe: Recipe) -> dict[str, Any]:
@@ -325,7 +319,7 @@ def _train(recipe: Recipe, run_dir: Path, resume: bool, force: bool, restart: bo
         recipe.sample_every,
         recipe.sample_max_new_tokens,
         recipe.metrics_every,
-        {"data_chosen_length_mean": lengths.mean_chosen_tokens, "data_rejected_length_mean": lengths.mean_rejected_tokens},
+        {"data_chosen_mean_length": lengths.mean_chosen_tokens, "data_rejected_mean_length": lengths.mean_rejected_tokens},
     )
     trainer.add_callback(monitor)
     trainer.remove_callback(ProgressBar.__mro__[1])

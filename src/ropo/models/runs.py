@@ -1,4 +1,8 @@
-"""Load what a run produced (or a plain model) for evaluation, merging and reports."""
+"""A run folder's layout and loading what a run produced (or a plain model).
+
+Here, below both training (which writes run folders) and evaluation (which reads them), so that
+evaluation reads a run without importing the training package.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,15 @@ from transformers import PreTrainedTokenizerBase
 
 from ropo.adapter.api import load_adapter_model
 from ropo.adapter.errors import RoPOLoadError
-from ropo.training.loading import load_base_model, load_tokenizer
-from ropo.training.run import METRICS_FILE, RECIPE_FILE, final_weights_dir
+from ropo.models.loading import load_base_model, load_tokenizer
+
+RECIPE_FILE = "recipe.yaml"
+METRICS_FILE = "metrics.jsonl"
+
+
+def final_weights_dir(run_dir: Path, method: str) -> Path:
+    """Adapters go to ``adapter/``; full fine-tuning writes a whole model to ``model/``."""
+    return run_dir / ("model" if method == "full" else "adapter")
 
 
 @dataclass

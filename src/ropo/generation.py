@@ -1,5 +1,8 @@
 """Batched, seeded generation whose every setting is recorded, so runs are compared like for like.
 
+Its own module, below both training (which samples answers while it trains) and evaluation: neither
+package imports the other to generate.
+
 Prompts are rendered with the tokenizer's chat template and left-padded by the tokenizer itself
 (the convention for decoder-only ``generate``). Before batch k the torch RNG is seeded with
 ``seed + k``: the same prompts, settings and batch size give the same samples for every model.
@@ -18,10 +21,22 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import BatchEncoding, GenerationConfig, PreTrainedTokenizerBase
 
-from ropo.evaluation.errors import EvaluationError
-from ropo.evaluation.prompts import Prompt
+from ropo.adapter.errors import RoPOError
 
 Message = dict[str, str]
+
+
+class GenerationError(RoPOError, ValueError):
+    """A sampling setting out of range, or a tokenizer generation cannot stop or pad with."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One conversation to answer: ``turns`` are the user's messages, answered one after the other."""
+
+    id: int | str  # MT-Bench's question_id, else the row number (1-based)
+    turns: tuple[str, ...]
+    dataset: str  # AlpacaEval's ``dataset`` field, else the file's stem
 
 
 @dataclass(frozen=True)
@@ -50,9 +65,9 @@ class SamplingSettings:
         }
         bad = [key for key, ok in checks.items() if not ok]
         if bad:
-            raise EvaluationError(f"sampling setting {bad[0]}={getattr(self, bad[0])!r} is out of range")
+            raise GenerationError(f"sampling setting {bad[0]}={getattr(self, bad[0])!r} is out of range")
         if self.samples_per_prompt > 1 and not self.do_sample:
-            raise EvaluationError("samples_per_prompt > 1 needs do_sample=True (greedy samples are identical)")
+            raise GenerationError("samples_per_prompt > 1 needs do_sample=True (greedy samples are identical)")
 
     def generation_config(self, pad_token_id: int, stop_token_ids: list[int]) -> GenerationConfig:
         sampling = (
@@ -97,14 +112,14 @@ def stop_token_ids(model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> list
     ids = [tokenizer.eos_token_id, *configured]
     stops = sorted({i for i in ids if i is not None})
     if not stops:
-        raise EvaluationError(f"{type(tokenizer).__name__}: no EOS token; cannot tell where an answer ends")
+        raise GenerationError(f"{type(tokenizer).__name__}: no EOS token; cannot tell where an answer ends")
     return stops
 
 
 def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     """The id the tokenizer pads with (``ropo``'s ``load_tokenizer`` sets it to EOS where it is missing)."""
     if tokenizer.pad_token_id is None:
-        raise EvaluationError(
+        raise GenerationError(
             f"{type(tokenizer).__name__}: no pad token to pad batches with; set tokenizer.pad_token "
             "(e.g. to tokenizer.eos_token)"
         )
