@@ -27,6 +27,7 @@ def test_quick_demo_writes_every_output(tmp_path, capsys):
     table = (out / "summary.md").read_text().splitlines()
     assert [line.split(" | ")[0] for line in table[2:]] == ["| base", "| ropo", "| dpo", "| lora"]
     assert f"{metrics['ropo']['trainable_params']:,d}" in table[3]
+    assert "docs/results/frontier/" in capsys.readouterr().out  # the demo names the committed study
 
     # Run again: finished runs are reused, not retrained.
     before = (out / "runs" / "ropo" / "train_summary.json").read_text()
