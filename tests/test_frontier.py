@@ -162,3 +162,21 @@ def test_quick_frontier_end_to_end(tmp_path, capsys):
     page = report.read_text()
     assert "Frontier" in page and page.count("<img") == len(frontier["plots"])
     assert json.loads(metrics.read_text())["frontiers"] == [str(out)]
+
+
+def test_ablations_get_their_own_panel_beside_the_preset_they_change():
+    from ropo.frontier.plots import panels
+
+    def point(series: str, ablation: bool = False) -> dict:
+        return {"series": series, "ablation": ablation, "kl": 1.0}
+
+    methods_only = [{"series": BASE}, point("ropo-2025"), point("dpo")]
+    assert panels(methods_only) == [("", ["ropo-2025", "dpo"])]
+    with_ablations = [*methods_only, point("ropo-no-magnitude", True), point("ropo-all-linear", True)]
+    (_, methods), (_, ablations) = panels(with_ablations)
+    assert methods == ["ropo-2025", "dpo"] and ablations == ["ropo-2025", "ropo-no-magnitude", "ropo-all-linear"]
+    # The measured steps: every checkpoint for a method, every other one for an ablation.
+    plan = build_plan(methods=["ropo-2025", "ropo-no-magnitude"])
+    steps = [plan.budget.measured_steps(spec) for spec in plan.series]
+    assert steps[0] == plan.budget.checkpoint_steps and steps[1] == plan.budget.checkpoint_steps[::2]
+    assert steps[1][0] == steps[0][0] and steps[1][-1] == steps[0][-1]  # first and last are shared

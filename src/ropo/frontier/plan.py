@@ -60,6 +60,8 @@ if TYPE_CHECKING:
     from ropo.training.recipe import Recipe
 
 _QV = list(DEFAULT_TARGET_MODULES)
+#: The preset every ablation changes one option of (compared with it in the ablation panels).
+ABLATION_REFERENCE = "ropo-2025"
 
 
 @dataclass(frozen=True)

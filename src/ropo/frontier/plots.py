@@ -4,7 +4,8 @@ Why sqrt(KL): over-optimisation studies plot gold-judge quality against it (Gao 
 Rafailov et al. 2024), where quality first rises and then falls; a method is better when its curve
 is higher at the same KL. Points of a series are joined in order of KL, not of training step, so
 the band is a region over the x-axis. The base sits at KL 0 as a black star with its interval.
-Legends stand to the right of the axes, so no label ever covers a curve or another label.
+Legends stand to the right of the axes, so no label ever covers a curve or another label; the RoPO
+ablations get their own panel below the methods.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless back
 from matplotlib.axes import Axes  # noqa: E402
 
 from ropo.evaluation.plots import COLORS, MARKERS  # noqa: E402
+from ropo.frontier.plan import ABLATION_REFERENCE  # noqa: E402
 from ropo.frontier.points import BASE, CI_SUFFIX, METRICS  # noqa: E402
 
 #: (metric key, figure title): the metrics a reader compares methods on, each against sqrt(KL).
@@ -67,50 +69,81 @@ def _legend(axes: Axes) -> None:
     axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, frameon=False)
 
 
+def panels(points: Sequence[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """The series each panel of a figure draws: the methods, then (when the study has any) the RoPO
+    ablations beside the preset they change, so no panel holds more curves than a reader can follow."""
+    names = list(_series(points))
+    ablations = [n for n in names if any(p.get("ablation") for p in points if p["series"] == n)]
+    methods = [n for n in names if n not in ablations]
+    if not ablations:
+        return [("", methods)]
+    reference = [ABLATION_REFERENCE] if ABLATION_REFERENCE in names else []
+    return [("methods", methods), (f"RoPO ablations beside {ABLATION_REFERENCE}", reference + ablations)]
+
+
+def _figure(points: Sequence[dict[str, Any]]) -> tuple[plt.Figure, list[tuple[Axes, str, list[str]]]]:
+    """One row of axes per panel; a series keeps its colour and marker in every panel."""
+    layout = panels(points)
+    # Shared axes: a curve's height compares across panels; constrained layout keeps titles, labels
+    # and the outside legends apart.
+    figure, axes = plt.subplots(len(layout), 1, figsize=(7.2, 4.0 * len(layout)), squeeze=False, sharex=True,
+                                sharey=True, layout="constrained")
+    return figure, [(axes[row][0], title, names) for row, (title, names) in enumerate(layout)]
+
+
+def _style(points: Sequence[dict[str, Any]], name: str) -> tuple[str, str]:
+    index = list(_series(points)).index(name)
+    return COLORS[index % len(COLORS)], MARKERS[index % len(MARKERS)]
+
+
 def metric_vs_root_kl(points: Sequence[dict[str, Any]], key: str, title: str) -> bytes:
     """One metric against sqrt(KL): a line (and band, where the metric has an interval) per series."""
     scale = 100.0 if key in _SHARES else 1.0
-    figure, axes = plt.subplots(figsize=(7.2, 4.0))
-    for index, (name, series) in enumerate(_series(points).items()):
-        series = sorted((p for p in series if p.get(key) is not None), key=_root_kl)
-        xs = [_root_kl(p) for p in series]
-        color = COLORS[index % len(COLORS)]
-        axes.plot(xs, [scale * p[key] for p in series], color=color, marker=MARKERS[index % len(MARKERS)],
-                  linewidth=1.8, markersize=5, label=f"{name} ({len(series)} checkpoints)")
-        if all(key + CI_SUFFIX in p for p in series):
-            axes.fill_between(xs, [scale * p[key + CI_SUFFIX][0] for p in series],
-                              [scale * p[key + CI_SUFFIX][1] for p in series], color=color, alpha=0.15, linewidth=0)
-    for base in (p for p in points if p["series"] == BASE and p.get(key) is not None):
-        interval = base.get(key + CI_SUFFIX)
-        error = None if interval is None else [[scale * (base[key] - interval[0])], [scale * (interval[1] - base[key])]]
-        axes.errorbar([0.0], [scale * base[key]], yerr=error, color="black", marker="*", markersize=12,
-                      capsize=4, linestyle="none", label="base (step 0)", zorder=4)
-    if key in ("win_rate", "lc_win_rate"):
-        axes.axhline(50.0, color="0.5", linestyle="--", linewidth=1, label="tie with base")
-    axes.set_xlabel("sqrt(KL(π ‖ base)), KL in nats per answer")
-    axes.set_ylabel(_LABELS[key] + (" (%)" if key in _SHARES else ""))
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    _legend(axes)
+    figure, layout = _figure(points)
+    grouped = _series(points)
+    for axes, panel, names in layout:
+        for name in names:
+            series = sorted((p for p in grouped[name] if p.get(key) is not None), key=_root_kl)
+            xs = [_root_kl(p) for p in series]
+            color, marker = _style(points, name)
+            axes.plot(xs, [scale * p[key] for p in series], color=color, marker=marker,
+                      linewidth=1.8, markersize=5, label=f"{name} ({len(series)} checkpoints)")
+            if all(key + CI_SUFFIX in p for p in series):
+                axes.fill_between(xs, [scale * p[key + CI_SUFFIX][0] for p in series],
+                                  [scale * p[key + CI_SUFFIX][1] for p in series], color=color, alpha=0.15, linewidth=0)
+        for base in (p for p in points if p["series"] == BASE and p.get(key) is not None):
+            interval = base.get(key + CI_SUFFIX)
+            error = None if interval is None else [[scale * (base[key] - interval[0])], [scale * (interval[1] - base[key])]]
+            axes.errorbar([0.0], [scale * base[key]], yerr=error, color="black", marker="*", markersize=12,
+                          capsize=4, linestyle="none", label="base (step 0)", zorder=4)
+        if key in ("win_rate", "lc_win_rate"):
+            axes.axhline(50.0, color="0.5", linestyle="--", linewidth=1, label="tie with base")
+        axes.set_xlabel("sqrt(KL(π ‖ base)), KL in nats per answer")
+        axes.set_ylabel(_LABELS[key] + (" (%)" if key in _SHARES else ""))
+        axes.set_title(f"{title}: {panel}" if panel else title)
+        axes.grid(alpha=0.3)
+        _legend(axes)
     return _png(figure)
 
 
 def log_probs_over_training(points: Sequence[dict[str, Any]]) -> bytes:
     """log p(chosen) (solid) and log p(rejected) (dashed) on the training batches since the previous
     checkpoint: both falling is DPO's known failure."""
-    figure, axes = plt.subplots(figsize=(7.2, 4.0))
-    for index, (name, series) in enumerate(_series(points).items()):
-        series = sorted(series, key=lambda p: p["step"])
-        color = COLORS[index % len(COLORS)]
-        for key, style in (("logps/chosen", "-"), ("logps/rejected", "--")):
-            kept = [p for p in series if p.get(key) is not None]
-            axes.plot([p["step"] for p in kept], [p[key] for p in kept], style, color=color,
-                      marker=MARKERS[index % len(MARKERS)], markersize=4, label=f"{name}: {key.split('/')[1]}")
-    axes.set_xlabel("training step")
-    axes.set_ylabel("mean log-prob of the training answers (nats)")
-    axes.set_title(LOGPS_TITLE)
-    axes.grid(alpha=0.3)
-    _legend(axes)
+    figure, layout = _figure(points)
+    grouped = _series(points)
+    for axes, panel, names in layout:
+        for name in names:
+            series = sorted(grouped[name], key=lambda p: p["step"])
+            color, marker = _style(points, name)
+            for key, style in (("logps/chosen", "-"), ("logps/rejected", "--")):
+                kept = [p for p in series if p.get(key) is not None]
+                axes.plot([p["step"] for p in kept], [p[key] for p in kept], style, color=color,
+                          marker=marker, markersize=4, label=f"{name}: {key.split('/')[1]}")
+        axes.set_xlabel("training step")
+        axes.set_ylabel("mean log-prob of the training answers (nats)")
+        axes.set_title(f"{LOGPS_TITLE}: {panel}" if panel else LOGPS_TITLE)
+        axes.grid(alpha=0.3)
+        _legend(axes)
     return _png(figure)
 
 

@@ -219,7 +219,8 @@ class Study:
 
             cached = self._piece(name, compute, settings)
             self.points.append({
-                "method": spec.method, "series": spec.name, "step": step, "learning_rate": self.plan.learning_rate(spec),
+                "method": spec.method, "series": spec.name, "ablation": spec.ablation, "step": step,
+                "learning_rate": self.plan.learning_rate(spec),
                 "settings": {"key": cached["key"], "adapter": spec.adapter, "checkpoint": str(checkpoint)},
                 **cached["point"], **cached["training"],
             })
