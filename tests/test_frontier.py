@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from ropo.cli import main as ropo_main
 from ropo.demo.modes import LEARNING_RATES
 from ropo.evaluation import build_report
 from ropo.frontier.plan import LEARNING_RATE_SCALES, SERIES, PlanError, build_plan
+from ropo.frontier.summary import SUMMARY_FILE, summary_table
 from ropo.frontier.points import BASE, CI_SUFFIX, METRICS, TRAINING_METRICS, read_cached, training_symptoms
 from ropo.frontier.study import kl_ranges, study_evaluation
 
@@ -129,6 +131,8 @@ def test_quick_frontier_end_to_end(tmp_path, capsys):
     assert frontier["plots"] and all((out / item["file"]).stat().st_size > 0 for item in frontier["plots"])
     assert all(_finite(seconds) for seconds in frontier["seconds"].values())
     assert {f"train/{name}" for name in SERIES} <= set(frontier["seconds"])
+    rows = (out / SUMMARY_FILE).read_text().splitlines()[2:]
+    assert [row.split(" | ")[0] for row in rows] == [f"| {p['series']}" for p in points]
 
     # A rerun trains nothing and measures nothing: every piece comes from the runs and the cache.
     capsys.readouterr()
@@ -180,3 +184,13 @@ def test_ablations_get_their_own_panel_beside_the_preset_they_change():
     steps = [plan.budget.measured_steps(spec) for spec in plan.series]
     assert steps[0] == plan.budget.checkpoint_steps and steps[1] == plan.budget.checkpoint_steps[::2]
     assert steps[1][0] == steps[0][0] and steps[1][-1] == steps[0][-1]  # first and last are shared
+
+
+def test_readme_quotes_the_committed_study():
+    """The README's frontier table is the committed study's, rendered from its frontier.json: a
+    number typed by hand, or a study rerun without updating the README, fails here."""
+    repo = Path(__file__).resolve().parents[1]
+    study = repo / "docs" / "results" / "frontier"
+    table = summary_table(json.loads((study / "frontier.json").read_text())["points"])
+    assert (study / SUMMARY_FILE).read_text() == table
+    assert table in (repo / "README.md").read_text()

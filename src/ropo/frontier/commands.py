@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Trains each series (RoPO presets, plain DPO, LoRA, RoPO ablations) with the same data, "
         "steps, batch and β, at its usual learning rate times a per-method factor (full 10, LoRA 3, RoPO 1, "
         "measured to reach over-optimisation with overlapping KL ranges), long enough to over-optimise, "
-        "and measures 5 checkpoints of each (and the base) on the demo task's held-out prompts: judge score, "
+        "and measures 5 checkpoints of each method and 3 of each RoPO ablation (and the base) on the demo task's held-out prompts: judge score, "
         "win rate and length-controlled win rate against the base, KL, length, diversity and QA retention, "
         "each with a 95 % bootstrap interval. Writes OUT/frontier.json and OUT/plots/. Every piece is cached: "
         "rerunning resumes an interrupted study and reuses what is done. The default study takes about 4 hours "

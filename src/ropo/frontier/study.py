@@ -10,6 +10,7 @@ piece; rerunning it after a change redoes exactly the pieces the change affects.
 Layout of ``OUT``::
 
     frontier.json      every point, the settings and the seconds per piece (the output contract)
+    summary.md         the points as one markdown table (what the README quotes)
     plots/*.png        each metric against sqrt(KL), one curve per series
     points/*.json      the cache: one file per evaluated checkpoint, plus the base's answers
     train_seconds.json wall-clock seconds spent training each series, over all sessions
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 from ropo.evaluation.report import FRONTIER_FILE
 from ropo.evaluation.statistics import DEFAULT_SEED as BOOTSTRAP_SEED
 from ropo.frontier.plan import SeriesSpec, StudyPlan
+from ropo.frontier.summary import SUMMARY_FILE, summary_table
 from ropo.frontier.points import (
     BASE,
     METRICS,
@@ -289,4 +291,5 @@ def run_study(plan: StudyPlan, out: str | Path, progress: bool = True) -> StudyR
         path = atomic_write(out / PLOTS_DIR / plot_file(title), lambda tmp, png=png: Path(tmp).write_bytes(png))
         written.append({"title": title, "file": str(path.relative_to(out))})
     frontier = atomic_write_text(out / FRONTIER_FILE, json.dumps(study.document(written), indent=2) + "\n")
+    atomic_write_text(out / SUMMARY_FILE, summary_table(study.points))
     return StudyResult(frontier, [out / item["file"] for item in written], study.reused, study.computed)

@@ -1,0 +1,56 @@
+"""The study's points as one markdown table (``OUT/summary.md``), the table the README quotes.
+
+Why a file: the README's results are copied from the committed study, not typed; a test checks
+that the README holds this table exactly as the committed ``frontier.json`` renders it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ropo.frontier.points import CI_SUFFIX
+
+SUMMARY_FILE = "summary.md"
+
+
+def _interval(scale: float, digits: int, unit: str = "") -> Callable[[dict[str, Any], str], str]:
+    def cell(point: dict[str, Any], key: str) -> str:
+        low, high = point[key + CI_SUFFIX]
+        return f"{scale * point[key]:.{digits}f} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]{unit}"
+    return cell
+
+
+def _plain(spec: str, scale: float = 1.0, unit: str = "") -> Callable[[dict[str, Any], str], str]:
+    return lambda point, key: f"{scale * point[key]:{spec}}{unit}"
+
+
+def _signed_interval(point: dict[str, Any], key: str) -> str:
+    low, high = point[key + CI_SUFFIX]
+    return f"{100 * point[key]:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
+#: (point key, header, how a cell is written): the metrics a reader compares methods on.
+COLUMNS: tuple[tuple[str, str, Callable[[dict[str, Any], str], str]], ...] = (
+    ("step", "step", _plain("d")),
+    ("kl", "KL (nats)", _plain(".1f")),
+    ("judge_score", "judge score", _interval(1.0, 2)),
+    ("win_rate", "win rate vs base (%)", _interval(100.0, 0)),
+    ("lc_win_rate", "LC win rate (%)", _interval(100.0, 0)),
+    ("mean_length", "mean length (tokens)", _interval(1.0, 0)),
+    ("hit_limit_rate", "hit limit", _plain(".0f", 100.0, " %")),
+    ("distinct_2", "distinct-2", _plain(".3f")),
+    ("self_bleu", "self-BLEU", _plain(".1f")),
+    ("retention_accuracy", "QA retention (%)", _interval(100.0, 1)),
+    ("retention_change", "QA change vs base (points)", _signed_interval),
+    ("he_change", "HE change", _plain(".1e")),
+)
+
+
+def summary_table(points: Sequence[dict[str, Any]]) -> str:
+    """One row per point, in the study's order (the base first); brackets are 95 % intervals."""
+    lines = ["| series | " + " | ".join(header for _, header, _ in COLUMNS) + " |",
+             "|---|" + "---:|" * len(COLUMNS)]
+    for point in points:
+        lines.append(f"| {point['series']} | " + " | ".join(cell(point, key) for key, _, cell in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
