@@ -156,3 +156,12 @@ def test_report_renders_in_headless_chromium(report_inputs, tmp_path):
     assert len(colours) > 500  # text, table shading and plots, not a blank page
     white = sum(count for count, colour in colours if colour == (255, 255, 255))
     assert white < 0.9 * image.size[0] * image.size[1]
+
+
+def test_a_key_logged_once_is_not_drawn_as_a_curve():
+    from ropo.evaluation.plots import Series, training_curve
+
+    once = Series("once", 0, [{"step": 12, "sample_mean_length": 40.0}, {"step": 12, "loss": 0.6}])
+    twice = Series("twice", 1, [{"step": 4, "sample_mean_length": 40.0}, {"step": 8, "sample_mean_length": 44.0}])
+    assert training_curve(once, "sample_mean_length") == ([], [])
+    assert training_curve(twice, "sample_mean_length") == ([4, 8], [40.0, 44.0])

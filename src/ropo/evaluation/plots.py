@@ -51,9 +51,11 @@ def _no_data(axes: Axes, what: str) -> None:
     axes.set_yticks([])
 
 
-def _curve(run: Series, key: str) -> tuple[list[float], list[float]]:
+def training_curve(run: Series, key: str) -> tuple[list[float], list[float]]:
+    """``key``'s logged values against the step; empty unless logged at two or more steps (one dot
+    per run is not a curve)."""
     points = [(r["step"], r[key]) for r in run.training if isinstance(r.get(key), (int, float))]
-    return [p[0] for p in points], [p[1] for p in points]
+    return ([p[0] for p in points], [p[1] for p in points]) if len(points) >= 2 else ([], [])
 
 
 def training_curves(runs: Sequence[Series], keys: Sequence[tuple[str, str]], title: str, ylabel: str) -> bytes:
@@ -62,7 +64,7 @@ def training_curves(runs: Sequence[Series], keys: Sequence[tuple[str, str]], tit
     drawn = False
     for run in runs:
         for key, style in keys:
-            steps, values = _curve(run, key)
+            steps, values = training_curve(run, key)
             if steps:
                 label = run.name if len(keys) == 1 else f"{run.name}: {key.rsplit('/', 1)[-1]}"
                 axes.plot(steps, values, style, color=COLORS[run.color % len(COLORS)], label=label, linewidth=1.8,
@@ -74,7 +76,7 @@ def training_curves(runs: Sequence[Series], keys: Sequence[tuple[str, str]], tit
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
     else:
-        _no_data(axes, f"no run logged {' or '.join(k for k, _ in keys)} in metrics.jsonl")
+        _no_data(axes, f"no run logged {' or '.join(k for k, _ in keys)} at two or more steps in metrics.jsonl")
     axes.set_title(title)
     return _png(figure)
 
