@@ -32,7 +32,7 @@ def _signed_interval(point: dict[str, Any], key: str) -> str:
 
 #: (point key, header, how a cell is written): the metrics a reader compares methods on.
 COLUMNS: tuple[tuple[str, str, Callable[[dict[str, Any], str], str]], ...] = (
-    ("step", "step", _plain("d")),
+    ("step", "step", lambda point, key: str(point[key])),
     ("kl", "KL (nats)", _plain(".1f")),
     ("judge_score", "judge score", _interval(1.0, 2)),
     ("win_rate", "win rate vs base (%)", _interval(100.0, 0)),
