@@ -32,9 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and measures 5 checkpoints of each method and 3 of each RoPO ablation (and the base) on the demo task's held-out prompts: judge score, "
         "win rate and length-controlled win rate against the base, KL, length, diversity and QA retention, "
         "each with a 95 % bootstrap interval. Writes OUT/frontier.json and OUT/plots/. Every piece is cached: "
-        "rerunning resumes an interrupted study and reuses what is done. The default study takes about 4 hours "
-        "on a 2-core CPU (measured: the base about 4.5 min, each checkpoint about 3 min, each training run "
-        "about 9 min; all seven series); --methods runs a subset.",
+        "rerunning resumes an interrupted study and reuses what is done. The default study takes about 3 hours "
+        "on a 2-core CPU (measured: the base 4.5 min, each checkpoint 3–4 min, each training run 8–15 min; "
+        "all seven series); --methods runs a subset.",
     )
     frontier.add_argument("--quick", action="store_true",
                           help="a tiny random model, 3 checkpoints per series: a smoke test of the study (under a minute)")

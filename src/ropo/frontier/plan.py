@@ -132,9 +132,9 @@ class Budget:
 #: Sized for a 2-core CPU and SmolLM2-135M-Instruct: 60 steps × 4 pairs is 1.5 epochs of the task's
 #: 155 pairs, 5 checkpoints per series (3 of them, steps 12, 36 and 60, measured for an ablation).
 #: The held-out prompts are 32 of the 62 test prompts, spread
-#: over every kind. Measured on the first pieces: the base 261 s, a checkpoint about 3 min (176 s
-#: for a collapsed one, whose answers all ran to the limit), a q/v RoPO run 9 min (8–9 s a step):
-#: about 4 h for all seven series.
+#: over every kind. Measured on the whole study (docs/results/frontier): the base 261 s, a checkpoint
+#: 188–377 s (median about 210 s), a training run 480–885 s (all-linear RoPO 843 s): 3.1 h in all,
+#: 75 min of it training.
 DEFAULT_BUDGET = Budget(max_steps=60, save_steps=12, batch_size=4, max_length=192, data_rows=None,
                         eval_prompts=32, samples_per_prompt=2, max_new_tokens=96, generation_batch_size=16,
                         probe_items=None, probe_max_new_tokens=16, warmup_ratio=0.1, ablation_every=2)
