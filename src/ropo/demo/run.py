@@ -47,9 +47,9 @@ def demo_recipe(method: str, mode: DemoMode, model: str, output_dir: Path, seed:
         "training.max_steps": mode.max_steps, "training.per_device_train_batch_size": mode.batch_size,
         "training.max_length": mode.max_length, "training.logging_steps": 1, "training.save_steps": mode.save_steps,
         "training.gradient_checkpointing": False, "training.use_cpu": True,
-        # Generation lengths three times per run (4 prompts; on a CPU a sample costs about a step):
-        # the fewest that make "length over training" a curve.
-        "sample_every": max(1, mode.max_steps // 3), "sample_prompts": 4, "sample_max_new_tokens": mode.max_new_tokens,
+        # Generation lengths twice per run (4 prompts; on a CPU a sample costs about a step): the
+        # fewest that make "length over training" a line rather than one dot per run.
+        "sample_every": max(1, mode.max_steps // 2), "sample_prompts": 4, "sample_max_new_tokens": mode.max_new_tokens,
         "metrics_every": max(1, mode.max_steps // 2),
     }
     return load_recipe(None, [f"{key}={json.dumps(value)}" for key, value in overrides.items()] + list(extra))
