@@ -14,6 +14,7 @@ import io
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
@@ -81,31 +82,38 @@ def panels(points: Sequence[dict[str, Any]]) -> list[tuple[str, list[str]]]:
     return [("methods", methods), (f"RoPO ablations beside {ABLATION_REFERENCE}", reference + ablations)]
 
 
-def _figure(points: Sequence[dict[str, Any]]) -> tuple[plt.Figure, list[tuple[Axes, str, list[str]]]]:
-    """One row of axes per panel; a series keeps its colour and marker in every panel."""
+@dataclass
+class _Layout:
+    """A figure's panels, each with the series it draws, and what every panel shares: the trained
+    points by series and each series' colour and marker (the same in every panel)."""
+
+    figure: plt.Figure
+    panels: list[tuple[Axes, str, list[str]]]
+    series: dict[str, list[dict[str, Any]]]
+    styles: dict[str, tuple[str, str]]
+
+
+def _figure(points: Sequence[dict[str, Any]]) -> _Layout:
+    """One row of axes per panel."""
     layout = panels(points)
     # Shared axes: a curve's height compares across panels; constrained layout keeps titles, labels
     # and the outside legends apart.
     figure, axes = plt.subplots(len(layout), 1, figsize=(7.2, 4.0 * len(layout)), squeeze=False, sharex=True,
                                 sharey=True, layout="constrained")
-    return figure, [(axes[row][0], title, names) for row, (title, names) in enumerate(layout)]
-
-
-def _style(points: Sequence[dict[str, Any]], name: str) -> tuple[str, str]:
-    index = list(_series(points)).index(name)
-    return COLORS[index % len(COLORS)], MARKERS[index % len(MARKERS)]
+    series = _series(points)
+    styles = {name: (COLORS[i % len(COLORS)], MARKERS[i % len(MARKERS)]) for i, name in enumerate(series)}
+    return _Layout(figure, [(axes[row][0], title, names) for row, (title, names) in enumerate(layout)], series, styles)
 
 
 def metric_vs_root_kl(points: Sequence[dict[str, Any]], key: str, title: str) -> bytes:
     """One metric against sqrt(KL): a line (and band, where the metric has an interval) per series."""
     scale = 100.0 if key in _SHARES else 1.0
-    figure, layout = _figure(points)
-    grouped = _series(points)
-    for axes, panel, names in layout:
+    layout = _figure(points)
+    for axes, panel, names in layout.panels:
         for name in names:
-            series = sorted((p for p in grouped[name] if p.get(key) is not None), key=_root_kl)
+            series = sorted((p for p in layout.series[name] if p.get(key) is not None), key=_root_kl)
             xs = [_root_kl(p) for p in series]
-            color, marker = _style(points, name)
+            color, marker = layout.styles[name]
             axes.plot(xs, [scale * p[key] for p in series], color=color, marker=marker,
                       linewidth=1.8, markersize=5, label=f"{name} ({len(series)} checkpoints)")
             if all(key + CI_SUFFIX in p for p in series):
@@ -123,18 +131,17 @@ def metric_vs_root_kl(points: Sequence[dict[str, Any]], key: str, title: str) ->
         axes.set_title(f"{title}: {panel}" if panel else title)
         axes.grid(alpha=0.3)
         _legend(axes)
-    return _png(figure)
+    return _png(layout.figure)
 
 
 def log_probs_over_training(points: Sequence[dict[str, Any]]) -> bytes:
     """log p(chosen) (solid) and log p(rejected) (dashed) on the training batches since the previous
     checkpoint: both falling is DPO's known failure."""
-    figure, layout = _figure(points)
-    grouped = _series(points)
-    for axes, panel, names in layout:
+    layout = _figure(points)
+    for axes, panel, names in layout.panels:
         for name in names:
-            series = sorted(grouped[name], key=lambda p: p["step"])
-            color, marker = _style(points, name)
+            series = sorted(layout.series[name], key=lambda p: p["step"])
+            color, marker = layout.styles[name]
             for key, style in (("logps/chosen", "-"), ("logps/rejected", "--")):
                 kept = [p for p in series if p.get(key) is not None]
                 axes.plot([p["step"] for p in kept], [p[key] for p in kept], style, color=color,
@@ -144,7 +151,7 @@ def log_probs_over_training(points: Sequence[dict[str, Any]]) -> bytes:
         axes.set_title(f"{LOGPS_TITLE}: {panel}" if panel else LOGPS_TITLE)
         axes.grid(alpha=0.3)
         _legend(axes)
-    return _png(figure)
+    return _png(layout.figure)
 
 
 def frontier_figures(points: Sequence[dict[str, Any]]) -> dict[str, bytes]:

@@ -14,20 +14,17 @@ from ropo.frontier.points import CI_SUFFIX
 SUMMARY_FILE = "summary.md"
 
 
-def _interval(scale: float, digits: int, unit: str = "") -> Callable[[dict[str, Any], str], str]:
+def _interval(scale: float, digits: int, sign: str = "") -> Callable[[dict[str, Any], str], str]:
+    """The estimate and its interval; ``sign="+"`` writes the sign of a change."""
     def cell(point: dict[str, Any], key: str) -> str:
         low, high = point[key + CI_SUFFIX]
-        return f"{scale * point[key]:.{digits}f} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]{unit}"
+        spec = f"{sign}.{digits}f"
+        return f"{scale * point[key]:{spec}} [{scale * low:{spec}}, {scale * high:{spec}}]"
     return cell
 
 
 def _plain(spec: str, scale: float = 1.0, unit: str = "") -> Callable[[dict[str, Any], str], str]:
     return lambda point, key: f"{scale * point[key]:{spec}}{unit}"
-
-
-def _signed_interval(point: dict[str, Any], key: str) -> str:
-    low, high = point[key + CI_SUFFIX]
-    return f"{100 * point[key]:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
 
 
 #: (point key, header, how a cell is written): the metrics a reader compares methods on.
@@ -42,7 +39,7 @@ COLUMNS: tuple[tuple[str, str, Callable[[dict[str, Any], str], str]], ...] = (
     ("distinct_2", "distinct-2", _plain(".3f")),
     ("self_bleu", "self-BLEU", _plain(".1f")),
     ("retention_accuracy", "QA retention (%)", _interval(100.0, 1)),
-    ("retention_change", "QA change vs base (points)", _signed_interval),
+    ("retention_change", "QA change vs base (points)", _interval(100.0, 1, sign="+")),
     ("he_change", "HE change", _plain(".1e")),
 )
 
