@@ -1,15 +1,17 @@
-"""Timing (all methods interleaved in one process) and peak memory (one fresh process per method).
+"""Timing (all methods interleaved in one process) and peak memory (one method at a time).
 
 Step times are taken round-robin, one step of each method per round, so that a shared, noisy
-machine slows every method alike; the median over rounds is reported. Peak memory needs a process
-of its own per method: on CPU it is the peak resident set size during the steps (VmHWM, reset just
+machine slows every method alike; the median over rounds is reported. Peak memory on the CPU needs
+a process of its own per method: the peak resident set size during the steps (VmHWM, reset just
 before them through /proc/self/clear_refs) minus the resident size before the model was built; on
-CUDA, ``torch.cuda.max_memory_allocated``. Both include the model's weights.
+CUDA, ``torch.cuda.max_memory_allocated`` after a reset, in the same process once the timed
+models are freed. Both include the model's weights.
 """
 
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import statistics
 import subprocess
@@ -22,8 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ropo.adapter.errors import RoPOError
-from ropo.bench.methods import prepare, trainable_parameters
+from ropo.adapter.errors import RoPOConfigError, RoPOError
+from ropo.bench.methods import INFERENCE_ONLY, prepare, trainable_parameters
 from ropo.bench.models import build_model, model_spec, scaled_vocab
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -50,7 +52,7 @@ MODES = ("train", "inference")
 
 
 class Trainee:
-    """A method's model, its optimizer (AdamW; none for the floor) and one step.
+    """A method's model, its optimizer (AdamW; none without trainable weights) and one step.
 
     A ``train`` step is forward + backward + optimizer step of the next-token loss; an
     ``inference`` step is the forward alone, without gradients, with the adapter unmerged.
@@ -58,9 +60,11 @@ class Trainee:
 
     def __init__(self, method: str, model: nn.Module, settings: RunSettings) -> None:
         self.method, self.mode = method, settings.mode
+        if method in INFERENCE_ONLY and settings.mode != "inference":
+            raise RoPOConfigError(f"method {method!r} is timed in inference mode only (--inference)")
         self.model = prepare(method, model, settings.targets).to(settings.device).train()
         parameters = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(parameters, lr=1e-5) if method != "floor" else None
+        self.optimizer = torch.optim.AdamW(parameters, lr=1e-5) if parameters else None
         self.trainable_params = trainable_parameters(self.model)
         self.total_params = sum(p.numel() for p in self.model.parameters())
 
@@ -90,7 +94,7 @@ def batch(settings: RunSettings) -> torch.Tensor:
 
 
 def base_model(settings: RunSettings) -> nn.Module:
-    return build_model(model_spec(settings.model), settings.layers, DTYPES[settings.dtype], settings.seed)
+    return build_model(model_spec(settings.model), settings.layers, DTYPES[settings.dtype], settings.seed, settings.device)
 
 
 def time_methods(
@@ -160,7 +164,12 @@ MEMORY_MEASURE = {
 
 
 def measure_memory(settings: RunSettings, method: str, steps: int, threads: int | None) -> dict:
-    """Run ``measure_memory_here`` in a fresh Python process (peaks are per process)."""
+    """``measure_memory_here`` in a fresh Python process on the CPU (the resident-set peak is per
+    process); in this one on CUDA, whose allocator resets its peak on request."""
+    if settings.device.startswith("cuda"):
+        gc.collect()  # PEFT models hold reference cycles: free the timed ones first
+        torch.cuda.empty_cache()
+        return measure_memory_here(settings, method, steps)
     request = {"settings": asdict(settings), "method": method, "steps": steps, "threads": threads}
     result = subprocess.run(
         [sys.executable, "-m", "ropo.bench.probe", json.dumps(request)],

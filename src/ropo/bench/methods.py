@@ -25,7 +25,11 @@ ADAPTED: dict[str, tuple[str, dict[str, Any]]] = {
     "ropo": ("ropo", {"preset": "ropo-2025", "rotation_backend": "reference"}),
     "ropo_fast": ("ropo", {"preset": "ropo-2025", "rotation_backend": "auto"}),
 }
-METHODS = ("floor", *ADAPTED, FULL)
+#: Timed in inference mode only: RoPO folded into the weights (``merge_and_unload``), which must
+#: cost exactly what the base model does.
+MERGED = "ropo_merged"
+INFERENCE_ONLY = (MERGED,)
+METHODS = ("floor", *ADAPTED, FULL, *INFERENCE_ONLY)
 
 
 def _settings(method: str) -> dict[str, Any]:
@@ -39,6 +43,7 @@ METHOD_SETTINGS: dict[str, dict[str, Any]] = {
     "floor": {"description": "frozen model, forward + backward to the inputs, no adapter, no optimizer"},
     **{method: _settings(method) for method in ADAPTED},
     FULL: {"description": "every weight trained"},
+    MERGED: {**_settings("ropo_fast"), "description": "ropo_fast merged into the weights (merge_and_unload)"},
 }
 
 #: ``--targets`` values and the module names they mean.
@@ -57,6 +62,8 @@ def prepare(method: str, model: nn.Module, targets: str) -> nn.Module:
         model.requires_grad_(False)
         model.enable_input_require_grads()  # backward runs through every layer, as with an adapter
         return model
+    if method == MERGED:
+        return prepare("ropo_fast", model, targets).merge_and_unload()
     adapter, options = ADAPTED[method]
     return get_peft_model(model, adapter_config(adapter, {**options, "target_modules": TARGETS[targets]}))
 

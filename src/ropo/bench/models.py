@@ -50,8 +50,11 @@ def model_info(spec: ModelSpec, layers: int) -> dict:
             "vocab_size": scaled_vocab(spec, layers), "full_vocab_size": spec.vocab_size}
 
 
-def build_model(spec: ModelSpec, layers: int, dtype: torch.dtype, seed: int = 0) -> LlamaForCausalLM:
-    """A randomly initialised ``spec``-shaped model with ``layers`` layers (see ``scaled_vocab``)."""
+def build_model(
+    spec: ModelSpec, layers: int, dtype: torch.dtype, seed: int = 0, device: str = "cpu"
+) -> LlamaForCausalLM:
+    """A randomly initialised ``spec``-shaped model with ``layers`` layers (see ``scaled_vocab``),
+    built on ``device`` (on a GPU, initialising billions of weights on the host takes minutes)."""
     if not 1 <= layers <= spec.num_hidden_layers:
         raise RoPOConfigError(
             f"--layers must be between 1 and {spec.num_hidden_layers} for {spec.name}, got {layers}"
@@ -67,7 +70,8 @@ def build_model(spec: ModelSpec, layers: int, dtype: torch.dtype, seed: int = 0)
         max_position_embeddings=8192,
     )
     torch.manual_seed(seed)
-    return LlamaForCausalLM(config).to(dtype)
+    with torch.device(device):
+        return LlamaForCausalLM(config).to(dtype)
 
 
 def model_spec(name: str) -> ModelSpec:

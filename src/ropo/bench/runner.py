@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from ropo.bench.environment import environment
 from ropo.bench.measure import MEMORY_MEASURE, RunSettings, measure_memory, time_methods
-from ropo.bench.methods import METHOD_SETTINGS, METHODS
+from ropo.bench.methods import INFERENCE_ONLY, METHOD_SETTINGS, METHODS
 from ropo.bench.models import model_info, model_spec
 from ropo.bench.report import add_ratios
 
@@ -21,7 +21,7 @@ class BenchPlan:
 
     models: list[str] = field(default_factory=lambda: ["smollm2-135m", "llama-3.2-1b"])
     targets: list[str] = field(default_factory=lambda: ["q,v", "all-linear"])
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    methods: list[str] = field(default_factory=lambda: [m for m in METHODS if m not in INFERENCE_ONLY])
     layers: dict[str, int] = field(default_factory=dict)
     batch_size: int = 2
     seq_len: int = 512
