@@ -1,8 +1,8 @@
 """The wheels a lent GPU machine lacks, fetched here and checked here, so its one run works.
 
 Why: the GPU machine (``h200-packages.txt`` records what it has) has no network, Python 3.12,
-torch + CUDA and most of the stack, but no trl or datasets and a peft other than the one ropo
-pins. Whatever it lacks travels with the working tree as wheels (64 MiB per call in all).
+torch + CUDA and most of the stack, but no trl or datasets and a peft (0.21.0) other than the one
+ropo pins. Whatever it lacks travels with the working tree as wheels (64 MiB per call in all).
 
     python benchmarks/gpu/kit.py download     # KIT's wheels for cp312 manylinux x86-64 into .whl/
     python benchmarks/gpu/kit.py check        # every requirement met there, and the wheels import
@@ -40,19 +40,18 @@ RECORDED = Path(__file__).with_name("h200-packages.txt")
 #: Each kit wheel's version and requirements, so the check runs where the wheels are not downloaded.
 LOCK = Path(__file__).with_name("kit-lock.json")
 
-#: What travels: the versions ropo is tested with here (the CPU venv's), pure Python all.
-#: fsspec: datasets caps it (<=2026.9.0) and the machine's own version is not recorded.
+#: What travels: what the machine lacks (trl, datasets and datasets' dill and multiprocess) or has
+#: in a version ropo does not take (peft 0.21.0), at the versions tested here; pure Python all.
 KIT = {
     "peft": "0.21.2",
     "trl": "1.16.0",
     "datasets": "5.2.0",
     "dill": "0.4.1",
     "multiprocess": "0.70.19",
-    "fsspec": "2026.9.0",
 }
 #: The module each kit package is imported as.
 IMPORT_NAMES = {"peft": "peft", "trl": "trl", "datasets": "datasets", "dill": "dill",
-                "multiprocess": "multiprocess", "fsspec": "fsspec"}
+                "multiprocess": "multiprocess"}
 #: The GPU machine, as requirement markers see it.
 TARGET_MARKERS = {
     "python_version": "3.12", "python_full_version": "3.12.3", "implementation_name": "cpython",
