@@ -8,9 +8,10 @@ rows, taking the very same operands (``fused_operands``) and plan (``givens_plan
 - a level, gather → ``block × block`` matmul → scatter of one group of coordinates for a tile of
   rows, in place (groups of a level are disjoint and pad slots are never written).
 
-Backward saves only x and the operands, like the fused path: it reruns the forward keeping each
-step's input, then walks the steps backwards; parameter gradients are per-program partial sums
-reduced with torch, so no atomics are needed. Everything is computed in the operands' dtype (fp32
+Backward saves only x and the operands, like the fused path: it reruns the forward, then walks
+the steps backwards, recovering each step's input from its output in place (every step is
+orthogonal: its input is its transpose applied to its output), so it keeps no copy per step;
+parameter gradients are per-program partial sums reduced with torch, so no atomics are needed. Everything is computed in the operands' dtype (fp32
 in practice, also for bf16/fp16 activations). Triton is imported on first use only (it is an
 optional dependency) and the kernels are jitted then. With ``TRITON_INTERPRET=1`` in the
 environment before triton is first imported (by anything: peft imports it through torch) they
@@ -163,14 +164,17 @@ def _level_forward(
 
 
 def _level_backward(
-    x_ptr, grad_ptr, matrices_ptr, coords_ptr, real_ptr, partial_ptr, rows, dim,
+    buf_ptr, grad_ptr, matrices_ptr, coords_ptr, real_ptr, partial_ptr, rows, dim,
     BLOCK: tl.constexpr, SLOTS: tl.constexpr, ROWS: tl.constexpr,
 ):
     """Group c = ``program_id(1)`` of a level over every ``num_programs(0)``-th tile of rows.
 
-    ∂x_c = M_cᵀ·∂y_c in place on ``grad`` (real slots only), and this program's partial sum of
-    ∂M_c = Σ_t ∂y_c·x_cᵀ into ``partial`` (slots × slots). Pad slots read coordinate 0 of the
-    level input as the fused path does; their rows of ∂M_c are 0 (their outputs are discarded).
+    ``buf`` holds the level's output y: M_c is orthogonal, so its input is x_c = M_cᵀ·y_c,
+    written back in place (the next level down reads it), with no copy kept from the forward.
+    ∂x_c = M_cᵀ·∂y_c in place on ``grad``, and this program's partial sum of ∂M_c = Σ_t ∂y_c·x_cᵀ
+    into ``partial`` (slots × slots). Only real slots are read or written, so groups never touch
+    each other's coordinates; rows and columns of pad slots in ∂M_c are 0 (a pad column of M_c is
+    0 off its diagonal for every angle, so its gradient never reaches them).
     """
     split, splits = tl.program_id(0), tl.num_programs(0)
     group = tl.program_id(1)
@@ -181,17 +185,18 @@ def _level_backward(
     matrix = tl.load(
         matrices_ptr + group * BLOCK * BLOCK + slot[:, None] * BLOCK + slot[None, :],
         mask=slot_mask[:, None] & slot_mask[None, :], other=0.0,
-    ).to(x_ptr.dtype.element_ty)
-    accumulated = tl.zeros([SLOTS, SLOTS], dtype=x_ptr.dtype.element_ty)
+    ).to(buf_ptr.dtype.element_ty)
+    accumulated = tl.zeros([SLOTS, SLOTS], dtype=buf_ptr.dtype.element_ty)
     for tile in range(split, tl.cdiv(rows, ROWS), splits):
         row = tile * ROWS + tl.arange(0, ROWS)
-        row_mask = (row < rows)[:, None]
+        mask = (row < rows)[:, None] & real[None, :]
         offset = row.to(tl.int64)[:, None] * dim + coord[None, :]
-        x = tl.load(x_ptr + offset, mask=row_mask & slot_mask[None, :], other=0.0)
-        g = tl.load(grad_ptr + offset, mask=row_mask & real[None, :], other=0.0)
+        y = tl.load(buf_ptr + offset, mask=mask, other=0.0)
+        g = tl.load(grad_ptr + offset, mask=mask, other=0.0)
+        x = tl.sum(matrix[None, :, :] * y[:, :, None], axis=1)
         accumulated += tl.sum(g[:, :, None] * x[:, None, :], axis=0)
-        dx = tl.sum(matrix[None, :, :] * g[:, :, None], axis=1)
-        tl.store(grad_ptr + offset, dx, mask=row_mask & real[None, :])
+        tl.store(buf_ptr + offset, x, mask=mask)
+        tl.store(grad_ptr + offset, tl.sum(matrix[None, :, :] * g[:, :, None], axis=1), mask=mask)
     out = partial_ptr + (split * tl.num_programs(1) + group) * SLOTS * SLOTS
     tl.store(out + slot[:, None] * SLOTS + slot[None, :], accumulated)
 
@@ -229,8 +234,10 @@ def _splits(tiles: int, parallel: int) -> int:
     return max(1, min(tiles, TARGET_PROGRAMS // parallel))
 
 
+@functools.lru_cache(maxsize=None)
 def _slots(level: GivensLevel, dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The coordinate each slot reads and whether it is written back (1) or a pad slot (0)."""
+    """The coordinate each slot reads and whether it is written back (1) or a pad slot (0);
+    cached per level (a plan's levels live as long as the plan), so no step allocates them."""
     size = level.blocks * level.block
     coords = torch.arange(dim, device=device) if level.coords is None else level.coords
     if level.real_slots is None:
@@ -245,24 +252,16 @@ def _slot_count(block: int) -> int:
 
 
 def _forward(
-    x: torch.Tensor,
-    levels: tuple[GivensLevel, ...],
-    updates: torch.Tensor,
-    blocks: tuple[torch.Tensor, ...],
-    keep: list[torch.Tensor] | None = None,
+    x: torch.Tensor, levels: tuple[GivensLevel, ...], updates: torch.Tensor, blocks: tuple[torch.Tensor, ...]
 ) -> torch.Tensor:
-    """Q·x on rows (tokens, dim) in the operands' dtype; with ``keep``, every step's input."""
+    """Q·x on rows (tokens, dim) in the operands' dtype, in a new buffer."""
     kernels = _kernels()
     buf = x.to(dtype=updates.dtype, memory_format=torch.contiguous_format, copy=True)
     rows, dim = buf.shape
     tiles = -(-rows // ROW_TILE)
     for update in updates:
-        if keep is not None:
-            keep.append(buf.clone())
         kernels.pair_forward[(tiles,)](buf, update, rows, dim, ROWS=ROW_TILE, COLUMNS=COLUMN_TILE)
     for level, matrices in zip(levels, blocks):
-        if keep is not None:
-            keep.append(buf.clone())
         coords, real = _slots(level, dim, buf.device)
         kernels.level_forward[(tiles, level.blocks)](
             buf, matrices.contiguous(), coords, real, rows, dim,
@@ -272,16 +271,17 @@ def _forward(
 
 
 def _level_gradients(
-    level_input: torch.Tensor, grad: torch.Tensor, level: GivensLevel, matrices: torch.Tensor
+    buf: torch.Tensor, grad: torch.Tensor, level: GivensLevel, matrices: torch.Tensor
 ) -> torch.Tensor:
-    """∂M of one level (blocks, b, b); turns ``grad`` into the gradient of the level's input."""
+    """∂M of one level (blocks, b, b); turns ``buf`` from the level's output into its input and
+    ``grad`` into the gradient of its input."""
     rows, dim = grad.shape
     slots = _slot_count(level.block)
     splits = _splits(-(-rows // ROW_TILE), level.blocks)
     partial = grad.new_empty(splits, level.blocks, slots, slots)
     coords, real = _slots(level, dim, grad.device)
     _kernels().level_backward[(splits, level.blocks)](
-        level_input, grad, matrices.contiguous(), coords, real, partial, rows, dim,
+        buf, grad, matrices.contiguous(), coords, real, partial, rows, dim,
         BLOCK=level.block, SLOTS=slots, ROWS=ROW_TILE,
     )
     return partial.sum(0)[:, : level.block, : level.block].to(matrices.dtype)
@@ -305,8 +305,11 @@ def _pair_gradients(pair_input: torch.Tensor, grad: torch.Tensor, update: torch.
 
 
 class _TritonRotation(torch.autograd.Function):
-    """Q·x saving only x and the operands; backward reruns the forward keeping each step's input
-    (as ``_FusedRotation`` does per tile) and walks the steps backwards."""
+    """Q·x saving only x and the operands. Backward reruns the forward into one buffer and walks
+    the steps backwards, turning that buffer back into each step's input as it goes (every step
+    is orthogonal, so its input is its transpose applied to its output): no step's input is kept,
+    so backward holds two activation-sized buffers (the rotated x and the gradient), not one per
+    step."""
 
     @staticmethod
     def forward(ctx, x, levels, updates, *blocks):
@@ -322,16 +325,20 @@ class _TritonRotation(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx, x, updates, blocks, grad_output):
-        inputs: list[torch.Tensor] = []
-        _forward(x, ctx.levels, updates, blocks, inputs)
+        buf = _forward(x, ctx.levels, updates, blocks)
+        rows, dim = buf.shape
         # An own copy: each step turns it, in place, into the gradient of its input.
         grad = grad_output.to(dtype=updates.dtype, memory_format=torch.contiguous_format, copy=True)
         block_grads: list[torch.Tensor] = []
         for level, matrices in reversed(list(zip(ctx.levels, blocks))):
-            block_grads.insert(0, _level_gradients(inputs.pop(), grad, level, matrices))
+            block_grads.insert(0, _level_gradients(buf, grad, level, matrices))
         update_grads = torch.zeros_like(updates)
+        inverses = updates[:, [2, 3, 0, 1]].contiguous()  # (I + U·W)ᵀ = I + Wᵀ·Uᵀ: rows w₀, w₁, e, b
         for index in reversed(range(updates.shape[0])):
-            update_grads[index] = _pair_gradients(inputs.pop(), grad, updates[index])
+            _kernels().pair_forward[(-(-rows // ROW_TILE),)](
+                buf, inverses[index], rows, dim, ROWS=ROW_TILE, COLUMNS=COLUMN_TILE
+            )
+            update_grads[index] = _pair_gradients(buf, grad, updates[index])
         grad_x = grad.to(x.dtype) if ctx.needs_input_grad[0] else None
         return (grad_x, None, update_grads, *block_grads)
 
