@@ -81,5 +81,7 @@ def test_run_script_end_to_end_at_toy_sizes(tmp_path):
                             text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-3000:]
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert len(files) <= 8 and {"summary.md", "dpo.json", "bench-train-1b.json", "bench-inference.json"} <= set(files)
+    assert len(files) <= 8 and {"summary.md", "dpo.json", "bench.json", "environment.txt", "run.log"} <= set(files)
+    rows = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert {row["mode"] for row in rows} == {"train", "inference"}
     assert "every check holds" in result.stdout and "| ropo_merged |" in result.stdout

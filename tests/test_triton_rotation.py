@@ -55,12 +55,16 @@ def test_kernels_in_the_interpreter():
 def test_kernels_compile_for_a_gpu_without_one():
     """The interpreter checks values, not what the compiler rejects: compile each kernel to sm_90
     machine code (Triton ships the assembler, no GPU needed)."""
+    for groups in (1, 4):
+        _compile_each_kernel({"ROWS": ROW_TILE, "COLUMNS": COLUMN_TILE, "BLOCK": 13, "SLOTS": 16, "GROUPS": groups})
+
+
+def _compile_each_kernel(constants: dict[str, int]) -> None:
     from triton import compile as compile_kernel
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     types = {"coords_ptr": "*i64", "real_ptr": "*i8"}
-    constants = {"ROWS": ROW_TILE, "COLUMNS": COLUMN_TILE, "BLOCK": 13, "SLOTS": 16}
     for kernel in vars(_kernels()).values():
         signature = {
             name: "constexpr" if name.isupper() else types.get(name, "*fp32" if name.endswith("_ptr") else "i32")

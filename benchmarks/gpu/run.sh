@@ -10,8 +10,10 @@
 #   3. `ropo bench --device cuda`, bf16, Llama-3.2-1B and Llama-3-8B shapes, q,v and all linear,
 #      4 × 1024 tokens a step: floor, LoRA, DoRA, OFT, HRA, RoPO reference and fused; peak memory;
 #   4. inference (unmerged and merged) on the same shapes;
-#   5. a profile of one RoPO and one LoRA step (benchmarks/gpu/profile_step.py).
-# At most 8 files go to OUT_DIR; the summary table prints last. Without CUDA it says so and exits 0.
+#   5. a profile of one RoPO and one LoRA step (benchmarks/gpu/profile_step.py), and the rotation
+#      kernels alone against a plain copy, for several launch shapes (benchmarks/gpu/kernel_sweep.py).
+# KIT_TRAIN_METHODS="floor lora ropo_fast" times fewer methods. Seven files go to OUT_DIR (the bench
+# rows end up in one bench.json); the summary table prints last. Without CUDA it says so, exits 0.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PY="${PYTHON:-python3}"
@@ -22,7 +24,8 @@ BUDGET="${RUN_BUDGET:-540}"
 # script itself (steps, files, summary) where there is no GPU (tests/test_gpu_kit.py).
 DEVICE=cuda MODEL_A=llama-3.2-1b LAYERS_A=4 MODEL_B=llama-3-8b LAYERS_B=2
 SIZE=(--batch-size 4 --seq-len 1024) TRAIN_STEPS=(--steps 8 --warmup 2) INFER_STEPS=(--steps 10 --warmup 3)
-DPO_STEPS=20 TEST_ARGS=() TRAIN_METHODS=(floor lora dora oft hra ropo ropo_fast) MEMORY=()
+DPO_STEPS=20 TEST_ARGS=() MEMORY=()
+read -r -a TRAIN_METHODS <<<"${KIT_TRAIN_METHODS:-floor lora dora oft hra ropo ropo_fast}"
 if [ "${KIT_SMOKE:-0}" = 1 ]; then
     DEVICE=cpu MODEL_A=smollm2-135m LAYERS_A=1 MODEL_B=smollm2-135m LAYERS_B=1
     SIZE=(--batch-size 1 --seq-len 32) TRAIN_STEPS=(--steps 1 --warmup 0) INFER_STEPS=(--steps 1 --warmup 0)
@@ -63,11 +66,12 @@ BENCH=(-m ropo.cli bench --device "$DEVICE" --dtype bfloat16 "${SIZE[@]}" "${MEM
 
 step tests 100 4 "$PY" -m pytest -q -p no:cacheprovider "${TEST_ARGS[@]}" tests/test_triton_rotation.py \
     tests/test_fused.py "tests/test_peft_integration.py::test_bf16_autocast_forward_and_backward"
+step kernels 80 14 "$PY" benchmarks/gpu/kernel_sweep.py --json "$OUT_DIR/kernels.json"
 step dpo 90 12 "$PY" benchmarks/gpu/dpo_check.py --device "$DEVICE" --steps "$DPO_STEPS" --json "$OUT_DIR/dpo.json"
 step bench-a 100 3 "$PY" "${BENCH[@]}" --models "$MODEL_A" --layers "$LAYERS_A" "${TRAIN_STEPS[@]}" \
-    --methods "${TRAIN_METHODS[@]}" --json "$OUT_DIR/bench-train-1b.json"
+    --methods "${TRAIN_METHODS[@]}" --json "$OUT_DIR/bench-train-a.json"
 step bench-b 120 3 "$PY" "${BENCH[@]}" --models "$MODEL_B" --layers "$LAYERS_B" "${TRAIN_STEPS[@]}" \
-    --methods "${TRAIN_METHODS[@]}" --json "$OUT_DIR/bench-train-8b.json"
+    --methods "${TRAIN_METHODS[@]}" --json "$OUT_DIR/bench-train-b.json"
 step inference 70 3 "$PY" "${BENCH[@]}" --inference --models "$MODEL_A" "$MODEL_B" \
     --layers "$MODEL_A=$LAYERS_A" "$MODEL_B=$LAYERS_B" "${INFER_STEPS[@]}" \
     --methods floor lora oft ropo_fast ropo_merged --json "$OUT_DIR/bench-inference.json"

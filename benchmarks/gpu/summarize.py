@@ -1,6 +1,9 @@
 """The kit run's summary: the checks and the step-time table, from the files in its output folder.
 
     python benchmarks/gpu/summarize.py OUT_DIR      (run.sh prints this last)
+
+It also gathers the bench steps' row files into one ``bench.json`` (the device machine sends back
+at most 8 files).
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from pathlib import Path
 
 from ropo.bench.report import table
 
-BENCH_FILES = ("bench-train-1b.json", "bench-train-8b.json", "bench-inference.json")
+BENCH_FILES = ("bench-train-a.json", "bench-train-b.json", "bench-inference.json")
+BENCH_ROWS = "bench.json"
 
 
 def summary(folder: Path) -> str:
@@ -37,6 +41,15 @@ def summary(folder: Path) -> str:
             lines.append(f"{name}: no result")
     if rows:
         lines += ["", table(rows)]
+        (folder / BENCH_ROWS).write_text(json.dumps(rows, indent=1) + "\n")
+        for name in BENCH_FILES:
+            (folder / name).unlink(missing_ok=True)
+    kernels = folder / "kernels.json"
+    if kernels.exists():
+        lines += ["", "| width | level coords | pair rows | fwd passes | fwd+bwd passes | fwd+bwd ms |", "|---:|---:|---:|---:|---:|---:|"]
+        for r in json.loads(kernels.read_text())["rows"]:
+            lines.append(f"| {r['width']} | {r['level_coordinates']} | {r['pair_row_tile']} | {r['forward_passes']:.1f} "
+                         f"| {r['forward_backward_passes']:.1f} | {r['forward_backward_ms']:.3f} |")
     return "\n".join(lines)
 
 

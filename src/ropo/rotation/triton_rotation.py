@@ -31,11 +31,17 @@ from ropo.rotation.fused import GivensLevel, GivensPlan, without_autocast
 #: ``triton.language``, bound on first use (the kernels below look it up as a module global).
 tl: Any = None
 
-#: Rows per program: a level's 3-d product (rows × block × block) stays in registers at block 16.
+#: Rows per program: a level's 4-d product (rows × groups × block × block) stays in registers.
 ROW_TILE = 32
+#: Rows per program of a reflection pair, which walks whole rows: at 32, 4096 rows make only 128
+#: programs, fewer than an H100/H200 has multiprocessors.
+PAIR_ROW_TILE = 8
 #: Coordinates per chunk when a reflection pair walks along whole rows (at 128 the backward
 #: kernels spill registers on sm_90).
 COLUMN_TILE = 64
+#: Slots of a level one program rotates per row (``_groups``): one group of 8 coordinates is 32
+#: bytes a row, a single memory sector, and 4096 × 4096 activations would need 65 536 programs.
+LEVEL_COORDINATES = 64
 #: Programs to aim for when a reduction over rows is split (enough to fill a large GPU; each
 #: program adds one partial sum to reduce afterwards).
 TARGET_PROGRAMS = 1024
@@ -138,67 +144,74 @@ def _pair_backward(
     tl.store(out + 3 * dim, dw1, mask=col_mask)
 
 
-def _level_forward(
-    buf_ptr, matrices_ptr, coords_ptr, real_ptr, rows, dim,
-    BLOCK: tl.constexpr, SLOTS: tl.constexpr, ROWS: tl.constexpr,
+def _group_slots(
+    matrices_ptr, coords_ptr, real_ptr, blocks, dtype: tl.constexpr,
+    BLOCK: tl.constexpr, SLOTS: tl.constexpr, GROUPS: tl.constexpr,
 ):
-    """y_c = M_c·x_c for group c = ``program_id(1)`` of a level on ``ROWS`` rows, in place.
+    """Program ``program_id(1)``'s groups: their coordinates and real-slot mask (GROUPS, SLOTS)
+    and their matrices (GROUPS, SLOTS, SLOTS); groups past the level's last are all pad."""
+    group = tl.program_id(1) * GROUPS + tl.arange(0, GROUPS)
+    slot = tl.arange(0, SLOTS)
+    valid = (group < blocks)[:, None] & (slot < BLOCK)[None, :]
+    index = group[:, None] * BLOCK + slot[None, :]
+    coord = tl.load(coords_ptr + index, mask=valid, other=0)
+    real = (tl.load(real_ptr + index, mask=valid, other=0) != 0) & valid
+    entry = index[:, :, None] * BLOCK + slot[None, None, :]
+    matrix = tl.load(matrices_ptr + entry, mask=valid[:, :, None] & (slot < BLOCK)[None, None, :], other=0.0)
+    return coord, real, matrix.to(dtype)
+
+
+def _level_forward(
+    buf_ptr, matrices_ptr, coords_ptr, real_ptr, rows, dim, blocks,
+    BLOCK: tl.constexpr, SLOTS: tl.constexpr, GROUPS: tl.constexpr, ROWS: tl.constexpr,
+):
+    """y_c = M_c·x_c for ``GROUPS`` consecutive groups c of a level on ``ROWS`` rows, in place.
 
     Only real slots are read and written: a pad slot's column of M_c is zero off its diagonal,
     and reading it (coordinate 0) could race with the group that writes coordinate 0.
     """
     row = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    group = tl.program_id(1)
-    slot = tl.arange(0, SLOTS)
-    slot_mask = slot < BLOCK
-    coord = tl.load(coords_ptr + group * BLOCK + slot, mask=slot_mask, other=0)
-    real = tl.load(real_ptr + group * BLOCK + slot, mask=slot_mask, other=0) != 0
-    matrix = tl.load(
-        matrices_ptr + group * BLOCK * BLOCK + slot[:, None] * BLOCK + slot[None, :],
-        mask=slot_mask[:, None] & slot_mask[None, :], other=0.0,
-    ).to(buf_ptr.dtype.element_ty)
-    mask = (row < rows)[:, None] & real[None, :]
-    pointers = buf_ptr + row.to(tl.int64)[:, None] * dim + coord[None, :]
+    coord, real, matrix = _group_slots(
+        matrices_ptr, coords_ptr, real_ptr, blocks, buf_ptr.dtype.element_ty, BLOCK, SLOTS, GROUPS
+    )
+    mask = (row < rows)[:, None, None] & real[None, :, :]
+    pointers = buf_ptr + row.to(tl.int64)[:, None, None] * dim + coord[None, :, :]
     x = tl.load(pointers, mask=mask, other=0.0)
-    tl.store(pointers, tl.sum(matrix[None, :, :] * x[:, None, :], axis=2), mask=mask)
+    tl.store(pointers, tl.sum(matrix[None, :, :, :] * x[:, :, None, :], axis=3), mask=mask)
 
 
 def _level_backward(
-    buf_ptr, grad_ptr, matrices_ptr, coords_ptr, real_ptr, partial_ptr, rows, dim,
-    BLOCK: tl.constexpr, SLOTS: tl.constexpr, ROWS: tl.constexpr,
+    buf_ptr, grad_ptr, matrices_ptr, coords_ptr, real_ptr, partial_ptr, rows, dim, blocks,
+    BLOCK: tl.constexpr, SLOTS: tl.constexpr, GROUPS: tl.constexpr, ROWS: tl.constexpr,
 ):
-    """Group c = ``program_id(1)`` of a level over every ``num_programs(0)``-th tile of rows.
+    """``GROUPS`` consecutive groups c of a level over every ``num_programs(0)``-th tile of rows.
 
     ``buf`` holds the level's output y: M_c is orthogonal, so its input is x_c = M_cᵀ·y_c,
     written back in place (the next level down reads it), with no copy kept from the forward.
-    ∂x_c = M_cᵀ·∂y_c in place on ``grad``, and this program's partial sum of ∂M_c = Σ_t ∂y_c·x_cᵀ
-    into ``partial`` (slots × slots). Only real slots are read or written, so groups never touch
-    each other's coordinates; rows and columns of pad slots in ∂M_c are 0 (a pad column of M_c is
-    0 off its diagonal for every angle, so its gradient never reaches them).
+    ∂x_c = M_cᵀ·∂y_c in place on ``grad``, and this program's partial sums of ∂M_c = Σ_t ∂y_c·x_cᵀ
+    into ``partial`` (groups × slots × slots). Only real slots are read or written, so groups
+    never touch each other's coordinates; rows and columns of pad slots in ∂M_c are 0 (a pad
+    column of M_c is 0 off its diagonal for every angle, so its gradient never reaches them).
     """
     split, splits = tl.program_id(0), tl.num_programs(0)
-    group = tl.program_id(1)
-    slot = tl.arange(0, SLOTS)
-    slot_mask = slot < BLOCK
-    coord = tl.load(coords_ptr + group * BLOCK + slot, mask=slot_mask, other=0)
-    real = tl.load(real_ptr + group * BLOCK + slot, mask=slot_mask, other=0) != 0
-    matrix = tl.load(
-        matrices_ptr + group * BLOCK * BLOCK + slot[:, None] * BLOCK + slot[None, :],
-        mask=slot_mask[:, None] & slot_mask[None, :], other=0.0,
-    ).to(buf_ptr.dtype.element_ty)
-    accumulated = tl.zeros([SLOTS, SLOTS], dtype=buf_ptr.dtype.element_ty)
+    coord, real, matrix = _group_slots(
+        matrices_ptr, coords_ptr, real_ptr, blocks, buf_ptr.dtype.element_ty, BLOCK, SLOTS, GROUPS
+    )
+    accumulated = tl.zeros([GROUPS, SLOTS, SLOTS], dtype=buf_ptr.dtype.element_ty)
     for tile in range(split, tl.cdiv(rows, ROWS), splits):
         row = tile * ROWS + tl.arange(0, ROWS)
-        mask = (row < rows)[:, None] & real[None, :]
-        offset = row.to(tl.int64)[:, None] * dim + coord[None, :]
+        mask = (row < rows)[:, None, None] & real[None, :, :]
+        offset = row.to(tl.int64)[:, None, None] * dim + coord[None, :, :]
         y = tl.load(buf_ptr + offset, mask=mask, other=0.0)
         g = tl.load(grad_ptr + offset, mask=mask, other=0.0)
-        x = tl.sum(matrix[None, :, :] * y[:, :, None], axis=1)
-        accumulated += tl.sum(g[:, :, None] * x[:, None, :], axis=0)
+        x = tl.sum(matrix[None, :, :, :] * y[:, :, :, None], axis=2)
+        accumulated += tl.sum(g[:, :, :, None] * x[:, :, None, :], axis=0)
         tl.store(buf_ptr + offset, x, mask=mask)
-        tl.store(grad_ptr + offset, tl.sum(matrix[None, :, :] * g[:, :, None], axis=1), mask=mask)
-    out = partial_ptr + (split * tl.num_programs(1) + group) * SLOTS * SLOTS
-    tl.store(out + slot[:, None] * SLOTS + slot[None, :], accumulated)
+        tl.store(grad_ptr + offset, tl.sum(matrix[None, :, :, :] * g[:, :, :, None], axis=2), mask=mask)
+    group = tl.program_id(1) * GROUPS + tl.arange(0, GROUPS)
+    slot = tl.arange(0, SLOTS)
+    out = partial_ptr + (split * tl.num_programs(1) * GROUPS + group[:, None, None]) * SLOTS * SLOTS
+    tl.store(out + slot[None, :, None] * SLOTS + slot[None, None, :], accumulated)
 
 
 @functools.lru_cache(maxsize=None)
@@ -219,6 +232,8 @@ def _kernels() -> SimpleNamespace:
     import triton.language
 
     tl = triton.language
+    for helper in (_group_slots,):  # device functions: the kernels call them by their global name
+        globals()[helper.__name__] = triton.jit(helper)
     kernels = (_pair_forward, _pair_coefficients, _pair_backward, _level_forward, _level_backward)
     return SimpleNamespace(**{kernel.__name__.lstrip("_"): triton.jit(kernel) for kernel in kernels})
 
@@ -246,6 +261,13 @@ def _slots(level: GivensLevel, dim: int, device: torch.device) -> tuple[torch.Te
     return coords, real.index_fill_(0, level.real_slots, 1)
 
 
+def _groups(level: GivensLevel, slots: int) -> int:
+    """Groups of a level one program rotates: enough for ``LEVEL_COORDINATES`` slots a row (a few
+    whole memory sectors when the groups are contiguous), never more than the level has."""
+    wanted = max(1, LEVEL_COORDINATES // slots)
+    return min(1 << (wanted - 1).bit_length(), 1 << (level.blocks - 1).bit_length())
+
+
 def _slot_count(block: int) -> int:
     """A level's slots per group rounded up to a power of two (``tl.arange`` needs one)."""
     return 1 << (block - 1).bit_length()
@@ -260,14 +282,24 @@ def _forward(
     rows, dim = buf.shape
     tiles = -(-rows // ROW_TILE)
     for update in updates:
-        kernels.pair_forward[(tiles,)](buf, update, rows, dim, ROWS=ROW_TILE, COLUMNS=COLUMN_TILE)
+        _pair_apply(buf, update)
     for level, matrices in zip(levels, blocks):
         coords, real = _slots(level, dim, buf.device)
-        kernels.level_forward[(tiles, level.blocks)](
-            buf, matrices.contiguous(), coords, real, rows, dim,
-            BLOCK=level.block, SLOTS=_slot_count(level.block), ROWS=ROW_TILE,
+        slots = _slot_count(level.block)
+        groups = _groups(level, slots)
+        kernels.level_forward[(tiles, -(-level.blocks // groups))](
+            buf, matrices.contiguous(), coords, real, rows, dim, level.blocks,
+            BLOCK=level.block, SLOTS=slots, GROUPS=groups, ROWS=ROW_TILE,
         )
     return buf
+
+
+def _pair_apply(buf: torch.Tensor, update: torch.Tensor) -> None:
+    """x ← x + U·(W·x) on every row of ``buf`` in place (``update``: rows u₀, u₁, w₀, w₁)."""
+    rows, dim = buf.shape
+    _kernels().pair_forward[(-(-rows // PAIR_ROW_TILE),)](
+        buf, update, rows, dim, ROWS=PAIR_ROW_TILE, COLUMNS=COLUMN_TILE
+    )
 
 
 def _level_gradients(
@@ -277,14 +309,16 @@ def _level_gradients(
     ``grad`` into the gradient of its input."""
     rows, dim = grad.shape
     slots = _slot_count(level.block)
-    splits = _splits(-(-rows // ROW_TILE), level.blocks)
-    partial = grad.new_empty(splits, level.blocks, slots, slots)
+    groups = _groups(level, slots)
+    programs = -(-level.blocks // groups)
+    splits = _splits(-(-rows // ROW_TILE), programs)
+    partial = grad.new_empty(splits, programs * groups, slots, slots)
     coords, real = _slots(level, dim, grad.device)
-    _kernels().level_backward[(splits, level.blocks)](
-        buf, grad, matrices.contiguous(), coords, real, partial, rows, dim,
-        BLOCK=level.block, SLOTS=slots, ROWS=ROW_TILE,
+    _kernels().level_backward[(splits, programs)](
+        buf, grad, matrices.contiguous(), coords, real, partial, rows, dim, level.blocks,
+        BLOCK=level.block, SLOTS=slots, GROUPS=groups, ROWS=ROW_TILE,
     )
-    return partial.sum(0)[:, : level.block, : level.block].to(matrices.dtype)
+    return partial.sum(0)[: level.blocks, : level.block, : level.block].to(matrices.dtype)
 
 
 def _pair_gradients(pair_input: torch.Tensor, grad: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
@@ -293,8 +327,8 @@ def _pair_gradients(pair_input: torch.Tensor, grad: torch.Tensor, update: torch.
     kernels = _kernels()
     tiles, chunks = -(-rows // ROW_TILE), -(-dim // COLUMN_TILE)
     coefficients = grad.new_empty(rows, 4)
-    kernels.pair_coefficients[(tiles,)](
-        pair_input, grad, update, coefficients, rows, dim, ROWS=ROW_TILE, COLUMNS=COLUMN_TILE
+    kernels.pair_coefficients[(-(-rows // PAIR_ROW_TILE),)](
+        pair_input, grad, update, coefficients, rows, dim, ROWS=PAIR_ROW_TILE, COLUMNS=COLUMN_TILE
     )
     splits = _splits(tiles, chunks)
     partial = grad.new_empty(splits, 4, dim)
@@ -326,7 +360,6 @@ class _TritonRotation(torch.autograd.Function):
     @staticmethod
     def _backward(ctx, x, updates, blocks, grad_output):
         buf = _forward(x, ctx.levels, updates, blocks)
-        rows, dim = buf.shape
         # An own copy: each step turns it, in place, into the gradient of its input.
         grad = grad_output.to(dtype=updates.dtype, memory_format=torch.contiguous_format, copy=True)
         block_grads: list[torch.Tensor] = []
@@ -335,9 +368,7 @@ class _TritonRotation(torch.autograd.Function):
         update_grads = torch.zeros_like(updates)
         inverses = updates[:, [2, 3, 0, 1]].contiguous()  # (I + U·W)ᵀ = I + Wᵀ·Uᵀ: rows w₀, w₁, e, b
         for index in reversed(range(updates.shape[0])):
-            _kernels().pair_forward[(-(-rows // ROW_TILE),)](
-                buf, inverses[index], rows, dim, ROWS=ROW_TILE, COLUMNS=COLUMN_TILE
-            )
+            _pair_apply(buf, inverses[index])
             update_grads[index] = _pair_gradients(buf, grad, updates[index])
         grad_x = grad.to(x.dtype) if ctx.needs_input_grad[0] else None
         return (grad_x, None, update_grads, *block_grads)
