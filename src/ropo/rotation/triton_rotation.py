@@ -33,15 +33,17 @@ tl: Any = None
 
 #: Rows per program: a level's 4-d product (rows × groups × block × block) stays in registers.
 ROW_TILE = 32
-#: Rows per program of a reflection pair, which walks whole rows: at 32, 4096 rows make only 128
-#: programs, fewer than an H100/H200 has multiprocessors.
-PAIR_ROW_TILE = 8
+#: Rows per program of a reflection pair, which walks whole rows (kernel_sweep.py: 8 and 32 were
+#: within noise of each other on an H200 at 4 096 rows).
+PAIR_ROW_TILE = 32
 #: Coordinates per chunk when a reflection pair walks along whole rows (at 128 the backward
 #: kernels spill registers on sm_90).
 COLUMN_TILE = 64
-#: Slots of a level one program rotates per row (``_groups``): one group of 8 coordinates is 32
-#: bytes a row, a single memory sector, and 4096 × 4096 activations would need 65 536 programs.
-LEVEL_COORDINATES = 64
+#: Slots of a level one program rotates per row (``_groups``). Measured on an H200
+#: (benchmarks/gpu/kernel_sweep.py, 4 096 rows of 4 096 and 14 336): 8 (one group of the tree's
+#: 8-wide levels) was fastest; 64 and 128 were 1.1-1.3× and 2.8-3.4× slower forward + backward,
+#: their (rows × groups × slots × slots) products being too large for the registers.
+LEVEL_COORDINATES = 8
 #: Programs to aim for when a reduction over rows is split (enough to fill a large GPU; each
 #: program adds one partial sum to reduce afterwards).
 TARGET_PROGRAMS = 1024
@@ -366,7 +368,9 @@ class _TritonRotation(torch.autograd.Function):
         for level, matrices in reversed(list(zip(ctx.levels, blocks))):
             block_grads.insert(0, _level_gradients(buf, grad, level, matrices))
         update_grads = torch.zeros_like(updates)
-        inverses = updates[:, [2, 3, 0, 1]].contiguous()  # (I + U·W)ᵀ = I + Wᵀ·Uᵀ: rows w₀, w₁, e, b
+        # (I + U·W)ᵀ = I + Wᵀ·Uᵀ: rows w₀, w₁, e, b (a roll: indexing with a list would copy the
+        # index from the host and wait for the device)
+        inverses = updates.roll(2, dims=1).contiguous()
         for index in reversed(range(updates.shape[0])):
             _pair_apply(buf, inverses[index])
             update_grads[index] = _pair_gradients(buf, grad, updates[index])
