@@ -68,8 +68,30 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
+#: Most values a recipe may hold once its aliases are expanded. A few hundred bytes of nested
+#: aliases expand to billions of values (and printing one in an error message exhausts memory).
+MAX_RECIPE_VALUES = 100_000
+
+
 class _RecipeLoader(yaml.SafeLoader):
-    """YAML 1.1 reads ``5e-6`` (no dot) as a string; in a recipe it is always meant as a number."""
+    """A safe loader that refuses a key written twice in one mapping (YAML loaders keep the last,
+    silently), naming both lines. YAML 1.1 reads ``5e-6`` (no dot) as a string; in a recipe it
+    is always meant as a number."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_scalar(key_node)
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is written twice (lines {lines[key]} and {line}); write it once",
+                    key_node.start_mark,
+                )
+            lines[key] = line
+        return super().construct_mapping(node, deep)
 
 
 _RecipeLoader.add_implicit_resolver(
@@ -80,7 +102,45 @@ _RecipeLoader.add_implicit_resolver(
 
 
 def parse_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_RecipeLoader)
+    """The YAML value of ``text``, refused (``yaml.YAMLError``) when a mapping repeats a key or
+    the aliases expand to more than ``MAX_RECIPE_VALUES`` values (checked before building any)."""
+    loader = _RecipeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expanded_size(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check_expanded_size(root: yaml.Node) -> None:
+    """Count the values ``root`` holds with every alias expanded, without expanding any: a shared
+    node's count is computed once. A node that contains itself is refused too."""
+    counts: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def count(node: yaml.Node) -> int:
+        if id(node) in counts:
+            return counts[id(node)]
+        if id(node) in open_nodes:
+            raise yaml.constructor.ConstructorError(None, None, "a value contains itself (a recursive alias)", node.start_mark)
+        open_nodes.add(id(node))
+        children = node.value if isinstance(node, yaml.SequenceNode) else (
+            [child for pair in node.value for child in pair] if isinstance(node, yaml.MappingNode) else []
+        )
+        total = 1 + sum(count(child) for child in children)
+        if total > MAX_RECIPE_VALUES:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the recipe expands to more than {MAX_RECIPE_VALUES:,} values (nested aliases?)",
+                node.start_mark,
+            )
+        open_nodes.discard(id(node))
+        counts[id(node)] = total
+        return total
+
+    count(root)
 
 
 _SECTIONS = {"model": ModelSection, "data": DataSection}
