@@ -72,8 +72,17 @@ def test_duplicates_and_identical_pairs_warn(tmp_path):
         warnings.simplefilter("always")
         load_preference_data(_jsonl(tmp_path, rows))
     messages = [str(w.message) for w in caught]
-    assert any("1 duplicated pair(s) (rows 1=2)" in m for m in messages)
+    assert any("1 row(s) repeat an earlier pair: 1 pair(s) occur more than once, the most often 2 times (rows 1=2)" in m
+               for m in messages)
     assert any("chosen == rejected (e.g. row 3)" in m for m in messages)
+
+
+def test_ten_thousand_copies_of_one_pair_are_counted_as_such(tmp_path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_preference_data(_jsonl(tmp_path, [GOOD] * 10_000))
+    message = next(str(w.message) for w in caught if "repeat" in str(w.message))
+    assert "9999 row(s) repeat an earlier pair: 1 pair(s) occur more than once, the most often 10000 times (rows 1=2=3=…)" in message
 
 
 def test_other_file_types_and_folders(tmp_path):

@@ -19,9 +19,7 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the result should read like any file
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result should read like any file
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -29,6 +27,28 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it; it is set straight back)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def follow_umask(folder: Path) -> None:
+    """Give ``folder`` and what it holds the modes the umask gives new files, where they were made
+    private: ``mkdtemp`` makes folders 0700 and safetensors writes its files 0600, so a teammate
+    on a shared machine could not read a run."""
+    umask = _umask()
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode & 0o777
+        if path.is_dir() and mode == 0o700:
+            path.chmod(0o777 & ~umask)
+        elif path.is_file() and mode == 0o600:
+            path.chmod(0o666 & ~umask)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -48,6 +68,7 @@ def atomic_directory(path: str | Path, build: Callable[[Path], object]) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=path if in_place else path.parent, prefix=f".{path.name}."))
     try:
         build(tmp)
+        follow_umask(tmp)
         if in_place:
             _move_entries(tmp, path)
             tmp.rmdir()

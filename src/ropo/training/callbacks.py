@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerBase, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from ropo.adapter import orthogonality_error
-from ropo.io import atomic_write_text, read_jsonl_records
+from ropo.io import atomic_write_text, follow_umask, read_jsonl_records
 from ropo.metrics import he_change_summary, hyperspherical_energy
 from ropo.generation import Prompt, SamplingSettings, generate
 from ropo.metrics.lengths import LengthStats, length_stats
@@ -80,6 +80,12 @@ class RunMonitor(TrainerCallback):
         self.sample_max_new_tokens = sample_max_new_tokens
         self.metrics_every = metrics_every
         self.data_lengths = data_lengths
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if checkpoint.is_dir():
+                follow_umask(checkpoint)
 
     def on_train_begin(self, args, state, control, **kwargs):
         """On resume, drop records past the checkpoint so the log has each step once."""

@@ -175,16 +175,18 @@ def validate_rows(rows: list[Any], source: str) -> tuple[list[dict[str, Any]], b
 
 def _warn_about_weak_pairs(rows: list[dict[str, Any]], source: str) -> None:
     keys = [json.dumps([row.get(c) for c in COLUMNS], sort_keys=True) for row in rows]
-    first_seen: dict[str, int] = {}
-    duplicates = []
+    copies: dict[str, list[int]] = {}
     for number, key in enumerate(keys, start=1):
-        if key in first_seen:
-            duplicates.append((first_seen[key], number))
-        else:
-            first_seen[key] = number
-    if duplicates:
-        example = ", ".join(f"{a}={b}" for a, b in duplicates[:3])
-        warnings.warn(f"{source}: {len(duplicates)} duplicated pair(s) (rows {example}); they weigh double", stacklevel=3)
+        copies.setdefault(key, []).append(number)
+    repeated = sorted((rows_of for rows_of in copies.values() if len(rows_of) > 1), key=len, reverse=True)
+    if repeated:
+        extra = sum(len(rows_of) - 1 for rows_of in repeated)
+        example = "=".join(map(str, repeated[0][:3])) + ("=…" if len(repeated[0]) > 3 else "")
+        warnings.warn(
+            f"{source}: {extra} row(s) repeat an earlier pair: {len(repeated)} pair(s) occur more than once, "
+            f"the most often {len(repeated[0])} times (rows {example}); each copy counts as one more pair in training",
+            stacklevel=3,
+        )
     same = [n for n, row in enumerate(rows, start=1) if row["chosen"] == row["rejected"]]
     if same:
         warnings.warn(f"{source}: {len(same)} row(s) with chosen == rejected (e.g. row {same[0]}) carry no preference", stacklevel=3)
