@@ -141,7 +141,7 @@ def test_triton_matches_fused_and_reference(dim, layout, reflections, dtype):
 
 @runs_kernels
 def test_operand_gradients_match_the_fused_path():
-    """The contract with ``_FusedRotation``: the same gradients for the updates and each level's
+    """The contract with the fused engine: the same gradients for the updates and each level's
     matrices between real slots. Pad slots aside: their outputs are discarded, and a pad column
     of M is 0 off its diagonal for every angle, so neither reaches the angles; the kernel, which
     never reads a pad slot, gives both 0."""

@@ -20,6 +20,7 @@ construction. Everything is plain PyTorch and runs on any device; tiling is used
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -363,42 +364,81 @@ def _backward_tile(
     return grad if input_grad else None
 
 
-class _FusedRotation(torch.autograd.Function):
-    """Q·x saving only x; backward recomputes the inputs of each step and walks them backwards.
+def _fused_forward(
+    x: torch.Tensor, levels: tuple[GivensLevel, ...], updates: torch.Tensor, blocks: tuple[torch.Tensor, ...]
+) -> torch.Tensor:
+    """Q·x tile by tile (``_tiles``): all the passes over one tile stay in cache, and its
+    transposes to and from the feature-major layout are cheap there."""
+    rotated = torch.empty(x.shape, dtype=updates.dtype, device=x.device)
+    for start, stop in _tiles(x):
+        rotated[start:stop] = _rotate(x[start:stop], levels, updates, blocks).T
+    return rotated
 
-    Rows go through in tiles (``_tiles``): all the passes over one tile stay in cache, and
-    its transposes to and from the feature-major layout are cheap there.
-    """
+
+def _fused_backward(
+    x: torch.Tensor,
+    levels: tuple[GivensLevel, ...],
+    updates: torch.Tensor,
+    blocks: tuple[torch.Tensor, ...],
+    grad_output: torch.Tensor,
+    input_grad: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor, list[torch.Tensor]]:
+    """Tile by tile, each tile's step inputs recomputed and walked backwards (``_backward_tile``)."""
+    grad_output = grad_output.to(updates.dtype)
+    update_grads = torch.zeros_like(updates)
+    block_grads = [torch.zeros_like(matrices) for matrices in blocks]
+    grad_x = torch.empty_like(x) if input_grad else None
+    for start, stop in _tiles(x):
+        grad = _backward_tile(
+            x[start:stop], grad_output[start:stop], levels, updates, blocks, update_grads, block_grads, input_grad
+        )
+        if input_grad:
+            grad_x[start:stop] = grad.T
+    return grad_x, update_grads, block_grads
+
+
+@dataclass(frozen=True)
+class RotationEngine:
+    """How one backend computes Q·x and its gradients from the same operands and plan: the
+    batched-matmul path here, the Triton kernels in ``triton_rotation``. ``forward(x, levels,
+    updates, blocks)`` returns Q·x in the operands' dtype; ``backward(x, levels, updates, blocks,
+    grad_output, input_grad)`` returns (∂x or None, ∂updates, [∂blocks per level])."""
+
+    name: str
+    forward: Callable[..., torch.Tensor]
+    backward: Callable[..., tuple[torch.Tensor | None, torch.Tensor, list[torch.Tensor]]]
+
+
+FUSED_ENGINE = RotationEngine("fused", _fused_forward, _fused_backward)
+
+
+class _Rotation(torch.autograd.Function):
+    """Q·x by an engine, saving only x and the (small) operands; backward recomputes what it needs
+    from x. One wrapper for every engine, so they share the saved-tensor contract and autocast."""
 
     @staticmethod
-    def forward(ctx, x, levels, updates, *blocks):
-        ctx.levels = levels
+    def forward(ctx, engine, x, levels, updates, *blocks):
+        ctx.engine, ctx.levels = engine, levels
         ctx.save_for_backward(x, updates, *blocks)
-        rotated = torch.empty(x.shape, dtype=updates.dtype, device=x.device)
-        for start, stop in _tiles(x):
-            rotated[start:stop] = _rotate(x[start:stop], levels, updates, blocks).T
-        return rotated
+        return engine.forward(x, levels, updates.contiguous(), blocks)
 
     @staticmethod
     def backward(ctx, grad_output):
         x, updates, *blocks = ctx.saved_tensors
         with without_autocast(x.device.type):
-            return _FusedRotation._backward(ctx, x, updates, blocks, grad_output.to(updates.dtype))
-
-    @staticmethod
-    def _backward(ctx, x, updates, blocks, grad_output):
-        input_grad = ctx.needs_input_grad[0]
-        update_grads = torch.zeros_like(updates)
-        block_grads = [torch.zeros_like(matrices) for matrices in blocks]
-        grad_x = torch.empty_like(x) if input_grad else None
-        for start, stop in _tiles(x):
-            grad = _backward_tile(
-                x[start:stop], grad_output[start:stop], ctx.levels, updates, blocks,
-                update_grads, block_grads, input_grad,
+            grad_x, update_grads, block_grads = ctx.engine.backward(
+                x, ctx.levels, updates.contiguous(), tuple(blocks), grad_output, ctx.needs_input_grad[1]
             )
-            if input_grad:
-                grad_x[start:stop] = grad.T
-        return (grad_x, None, update_grads, *block_grads)
+        return (None, grad_x, None, update_grads, *block_grads)
+
+
+def rotate_with(
+    engine: RotationEngine, x: torch.Tensor, plan: GivensPlan, updates: torch.Tensor, blocks: tuple[torch.Tensor, ...]
+) -> torch.Tensor:
+    """Q·x for every row of ``x`` (..., dim) by ``engine``, in the operands' dtype."""
+    shape = x.shape
+    rotated = _Rotation.apply(engine, x.reshape(-1, shape[-1]), plan.levels, updates, *blocks)
+    return rotated.reshape(shape)
 
 
 def fused_operands(
@@ -414,6 +454,4 @@ def fused_rotate(
 ) -> torch.Tensor:
     """Q·x for every row of ``x`` (..., dim), in the operands' dtype: the reference's Q and
     gradients, with one saved tensor (x itself) and a few passes over cache-sized tiles."""
-    shape = x.shape
-    rotated = _FusedRotation.apply(x.reshape(-1, shape[-1]), plan.levels, updates, *blocks)
-    return rotated.reshape(shape)
+    return rotate_with(FUSED_ENGINE, x, plan, updates, blocks)

@@ -1,4 +1,4 @@
-"""Triton kernels for the fused rotation: the same Q·x and gradients as ``fused._FusedRotation``.
+"""Triton kernels for the fused rotation: the same Q·x and gradients as the fused path's engine.
 
 Why: on a GPU the fused path's batched matmuls are small and each level costs a gather, a bmm and
 a scatter as separate passes over the activations. Here each step is one kernel over tiles of
@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ropo.rotation.fused import GivensLevel, GivensPlan, without_autocast
+from ropo.rotation.fused import GivensLevel, GivensPlan, RotationEngine, rotate_with
 
 #: ``triton.language``, bound on first use (the kernels below look it up as a module global).
 tl: Any = None
@@ -340,42 +340,35 @@ def _pair_gradients(pair_input: torch.Tensor, grad: torch.Tensor, update: torch.
     return partial.sum(0).to(update.dtype)
 
 
-class _TritonRotation(torch.autograd.Function):
-    """Q·x saving only x and the operands. Backward reruns the forward into one buffer and walks
-    the steps backwards, turning that buffer back into each step's input as it goes (every step
-    is orthogonal, so its input is its transpose applied to its output): no step's input is kept,
-    so backward holds two activation-sized buffers (the rotated x and the gradient), not one per
-    step."""
+def _backward(
+    x: torch.Tensor,
+    levels: tuple[GivensLevel, ...],
+    updates: torch.Tensor,
+    blocks: tuple[torch.Tensor, ...],
+    grad_output: torch.Tensor,
+    input_grad: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor, list[torch.Tensor]]:
+    """Reruns the forward into one buffer and walks the steps backwards, turning that buffer back
+    into each step's input as it goes (every step is orthogonal, so its input is its transpose
+    applied to its output): no step's input is kept, so backward holds two activation-sized
+    buffers (the rotated x and the gradient), not one per step."""
+    buf = _forward(x, levels, updates, blocks)
+    # An own copy: each step turns it, in place, into the gradient of its input.
+    grad = grad_output.to(dtype=updates.dtype, memory_format=torch.contiguous_format, copy=True)
+    block_grads: list[torch.Tensor] = []
+    for level, matrices in reversed(list(zip(levels, blocks))):
+        block_grads.insert(0, _level_gradients(buf, grad, level, matrices))
+    update_grads = torch.zeros_like(updates)
+    # (I + U·W)ᵀ = I + Wᵀ·Uᵀ: rows w₀, w₁, e, b (a roll: indexing with a list would copy the
+    # index from the host and wait for the device)
+    inverses = updates.roll(2, dims=1).contiguous()
+    for index in reversed(range(updates.shape[0])):
+        _pair_apply(buf, inverses[index])
+        update_grads[index] = _pair_gradients(buf, grad, updates[index])
+    return (grad.to(x.dtype) if input_grad else None), update_grads, block_grads
 
-    @staticmethod
-    def forward(ctx, x, levels, updates, *blocks):
-        ctx.levels = levels
-        ctx.save_for_backward(x, updates, *blocks)
-        return _forward(x, levels, updates.contiguous(), blocks)
 
-    @staticmethod
-    def backward(ctx, grad_output):
-        x, updates, *blocks = ctx.saved_tensors
-        with without_autocast(x.device.type):
-            return _TritonRotation._backward(ctx, x, updates.contiguous(), blocks, grad_output)
-
-    @staticmethod
-    def _backward(ctx, x, updates, blocks, grad_output):
-        buf = _forward(x, ctx.levels, updates, blocks)
-        # An own copy: each step turns it, in place, into the gradient of its input.
-        grad = grad_output.to(dtype=updates.dtype, memory_format=torch.contiguous_format, copy=True)
-        block_grads: list[torch.Tensor] = []
-        for level, matrices in reversed(list(zip(ctx.levels, blocks))):
-            block_grads.insert(0, _level_gradients(buf, grad, level, matrices))
-        update_grads = torch.zeros_like(updates)
-        # (I + U·W)ᵀ = I + Wᵀ·Uᵀ: rows w₀, w₁, e, b (a roll: indexing with a list would copy the
-        # index from the host and wait for the device)
-        inverses = updates.roll(2, dims=1).contiguous()
-        for index in reversed(range(updates.shape[0])):
-            _pair_apply(buf, inverses[index])
-            update_grads[index] = _pair_gradients(buf, grad, updates[index])
-        grad_x = grad.to(x.dtype) if ctx.needs_input_grad[0] else None
-        return (grad_x, None, update_grads, *block_grads)
+TRITON_ENGINE = RotationEngine("triton", _forward, _backward)
 
 
 def triton_rotate(
@@ -383,6 +376,4 @@ def triton_rotate(
 ) -> torch.Tensor:
     """``fused_rotate`` with Triton kernels: Q·x for every row of ``x`` (..., dim) in the operands'
     dtype, the same gradients for x, ``updates`` and ``blocks``, only x saved for backward."""
-    shape = x.shape
-    rotated = _TritonRotation.apply(x.reshape(-1, shape[-1]), plan.levels, updates, *blocks)
-    return rotated.reshape(shape)
+    return rotate_with(TRITON_ENGINE, x, plan, updates, blocks)
