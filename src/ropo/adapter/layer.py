@@ -106,7 +106,7 @@ class RoPOLayer(BaseTunerLayer):
 
     def _merged_rows(self, adapter_name: str, rows: torch.Tensor) -> torch.Tensor:
         """diag(s)·W·Q in the adapter's dtype: row i of W·Q is Qᵀ applied to row i of W, so Q is never formed."""
-        merged = self.ropo_rotation[adapter_name].apply(rows, transpose=True)
+        merged = self.ropo_rotation[adapter_name].rotate(rows, transpose=True)
         if adapter_name in self.ropo_magnitude:
             merged = merged * self.ropo_magnitude[adapter_name].scale().unsqueeze(-1)
         return merged
