@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from ropo.adapter.errors import RoPOError
+from ropo.quiet import filter_cli_warnings
 
 #: Modules that expose ``register(subparsers)``; each adds its sub-commands and sets ``func``.
 COMMAND_MODULES = (
@@ -29,12 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except RoPOError as error:
-        print(f"ropo {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        filter_cli_warnings()
+        args = build_parser().parse_args(argv)
+        try:
+            return int(args.func(args) or 0)
+        except RoPOError as error:
+            print(f"ropo {args.command}: error: {error}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":
