@@ -33,7 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():
         filter_cli_warnings()
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, unknown = parser.parse_known_args(argv)
+        if unknown and not hasattr(args, "passthrough"):
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        if hasattr(args, "passthrough"):  # `ropo lm-eval ARGS...`: handed on unparsed
+            args.passthrough = unknown
         try:
             return int(args.func(args) or 0)
         except RoPOError as error:
