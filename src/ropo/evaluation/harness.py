@@ -43,7 +43,7 @@ def run_lm_eval_cli(argv: Sequence[str]) -> int:
     from lm_eval.__main__ import cli_evaluate
 
     argv = list(argv)
-    if argv and argv[0] not in ("ls", "validate", "-h", "--help") and "--include_path" not in argv:
+    if argv and argv[0] not in ("-h", "--help") and "--include_path" not in argv:
         argv += ["--include_path", str(TASKS_DIR)]
     saved = sys.argv
     sys.argv = ["lm-eval", *argv]
