@@ -70,7 +70,7 @@ def test_identity_at_init_is_bit_exact(dim, layout):
     rotation = OrthogonalRotation(dim, householder_reflections=2, givens_layout=layout)
     x = torch.randn(5, dim)
     assert torch.equal(rotation(x), x)
-    assert torch.equal(rotation.apply(x, transpose=True), x)
+    assert torch.equal(rotation.rotate(x, transpose=True), x)
 
 
 def _randomise(rotation: OrthogonalRotation, scale: float = 1.0) -> OrthogonalRotation:
@@ -93,9 +93,9 @@ def test_wide_rotations_preserve_norms_and_invert(dim):
     torch.manual_seed(1)
     rotation = _randomise(OrthogonalRotation(dim))
     x = torch.randn(3, dim)
-    y = rotation.apply(x)
+    y = rotation.rotate(x)
     torch.testing.assert_close(y.norm(dim=-1), x.norm(dim=-1), rtol=1e-5, atol=0)
-    torch.testing.assert_close(rotation.apply(y, transpose=True), x, rtol=0, atol=1e-5)
+    torch.testing.assert_close(rotation.rotate(y, transpose=True), x, rtol=0, atol=1e-5)
 
 
 def test_dense_matches_apply_and_transpose():
@@ -103,8 +103,8 @@ def test_dense_matches_apply_and_transpose():
     rotation = _randomise(OrthogonalRotation(13, givens_layout="butterfly"))
     q = rotation.dense()
     x = torch.randn(6, 13)
-    torch.testing.assert_close(rotation.apply(x), x @ q.T, rtol=0, atol=1e-6)
-    torch.testing.assert_close(rotation.apply(x, transpose=True), x @ q, rtol=0, atol=1e-6)
+    torch.testing.assert_close(rotation.rotate(x), x @ q.T, rtol=0, atol=1e-6)
+    torch.testing.assert_close(rotation.rotate(x, transpose=True), x @ q, rtol=0, atol=1e-6)
 
 
 def test_gradients_of_checkpointed_rotation_are_exact():
@@ -148,7 +148,7 @@ def test_low_precision_input_is_rotated_in_fp32():
     y = rotation(x)
     assert y.dtype == torch.float32
     torch.testing.assert_close(y, rotation(x.float()), rtol=0, atol=0)  # upcast first, not after
-    torch.testing.assert_close(y, rotation.apply(x.float()), rtol=0, atol=1e-6)
+    torch.testing.assert_close(y, rotation.rotate(x.float()), rtol=0, atol=1e-6)
 
 
 def test_odd_householder_count_is_refused():
@@ -169,4 +169,4 @@ def test_property_orthogonal_and_invertible_for_random_widths(dim, seed, reflect
     rotation = _randomise(OrthogonalRotation(dim, reflections, layout), scale)
     assert rotation.orthogonality_error() <= 1e-5
     x = torch.randn(3, dim)
-    torch.testing.assert_close(rotation.apply(rotation.apply(x), transpose=True), x, rtol=0, atol=2e-5)
+    torch.testing.assert_close(rotation.rotate(rotation.rotate(x), transpose=True), x, rtol=0, atol=2e-5)

@@ -4,7 +4,11 @@
 own entry points take a ``ropo.RoPOConfig`` as they take a ``LoraConfig``.
 """
 
-from ropo.adapter import (
+from ropo.quiet import mute_import_logs
+
+mute_import_logs()  # before PEFT imports bitsandbytes (see ropo/quiet.py)
+
+from ropo.adapter import (  # noqa: E402
     AutoRoPOModelForCausalLM,
     RoPOConfig,
     RoPOConfigError,
@@ -16,7 +20,7 @@ from ropo.adapter import (
     get_ropo_model,
     orthogonality_error,
 )
-from ropo.metrics import hyperspherical_energy
+from ropo.metrics import hyperspherical_energy  # noqa: E402
 
 __version__ = "0.2.0"
 

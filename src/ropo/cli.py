@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from ropo.adapter.errors import RoPOError
+from ropo.quiet import filter_cli_warnings
 
 #: Modules that expose ``register(subparsers)``; each adds its sub-commands and sets ``func``.
 COMMAND_MODULES = (
@@ -29,12 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except RoPOError as error:
-        print(f"ropo {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        filter_cli_warnings()
+        parser = build_parser()
+        args, unknown = parser.parse_known_args(argv)
+        if unknown and not hasattr(args, "passthrough"):
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        if hasattr(args, "passthrough"):  # `ropo lm-eval ARGS...`: handed on unparsed
+            args.passthrough = unknown
+        try:
+            return int(args.func(args) or 0)
+        except RoPOError as error:
+            print(f"ropo {args.command}: error: {error}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

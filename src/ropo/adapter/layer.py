@@ -8,6 +8,10 @@ base: ``nn.Linear``, GPT-2's ``Conv1D`` (V stored transposed) and bitsandbytes' 
 (QLoRA-style training; those cannot be merged). Its output already holds s-free V·Qx + b, so the
 magnitude is applied as s ⊙ out + (1 − s) ⊙ b: the same two elementwise passes as scaling V·Qx
 and then adding b.
+
+Outside forward (injection, merging, HE), the base weight is read through PEFT's
+``gather_params_ctx``, as PEFT's DoRA does: under DeepSpeed ZeRO-3 a weight is partitioned
+outside a gather (``weight.shape`` is empty; its real shape is ``weight.ds_shape``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any, Optional
 
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
+from peft.utils.integrations import gather_params_ctx
 from torch import nn
 
 from ropo.adapter.config import RoPOConfig
@@ -44,10 +49,16 @@ def _is_conv1d(layer: nn.Module) -> bool:
     return type(layer).__name__ == "Conv1D" and hasattr(layer, "nf")
 
 
+def full_shape(weight: torch.Tensor) -> torch.Size:
+    """A weight's shape, also when DeepSpeed ZeRO-3 has partitioned it (then in ``ds_shape``)."""
+    return getattr(weight, "ds_shape", weight.shape)
+
+
 def layer_features(name: str, layer: nn.Module) -> tuple[int, int]:
     """(in_features, out_features) of a layer RoPO can adapt, or an error naming the module."""
     if _is_conv1d(layer):
-        return layer.weight.shape[0], layer.weight.shape[1]
+        rows, columns = full_shape(layer.weight)
+        return rows, columns
     if isinstance(layer, nn.Linear):
         return layer.in_features, layer.out_features
     raise RoPOTargetError(
@@ -106,21 +117,26 @@ class RoPOLayer(BaseTunerLayer):
 
     def _merged_rows(self, adapter_name: str, rows: torch.Tensor) -> torch.Tensor:
         """diag(s)·W·Q in the adapter's dtype: row i of W·Q is Qᵀ applied to row i of W, so Q is never formed."""
-        merged = self.ropo_rotation[adapter_name].apply(rows, transpose=True)
+        merged = self.ropo_rotation[adapter_name].rotate(rows, transpose=True)
         if adapter_name in self.ropo_magnitude:
             merged = merged * self.ropo_magnitude[adapter_name].scale().unsqueeze(-1)
         return merged
 
     @torch.no_grad()
     def merged_weight(self, adapter_names: Optional[list[str]] = None) -> torch.Tensor:
-        """The (out × in) weight the layer computes with for ``adapter_names`` (default: the active ones)."""
+        """The (out × in) weight the layer computes with for ``adapter_names`` (default: the active ones).
+
+        A new tensor, so that it outlives the gather of a partitioned base weight.
+        """
         names = self.active_adapters if adapter_names is None else adapter_names
-        weight = self.ropo_unmerged_weight if self.merged else self.get_base_layer().weight
-        rows = self._weight_rows(weight)
-        for name in names:
-            if name in self.ropo_rotation:
-                rows = self._merged_rows(name, rows)
-        return rows
+        base = self.get_base_layer().weight
+        with gather_params_ctx(base, modifier_rank=None):
+            rows = self._weight_rows(self.ropo_unmerged_weight if self.merged else base)
+            merged = rows.clone()
+            for name in names:
+                if name in self.ropo_rotation:
+                    merged = self._merged_rows(name, merged)
+        return merged
 
     def check_mergeable(self) -> None:
         """Refuse a quantized base: its packed weight cannot hold diag(s)·V·Q."""
@@ -140,15 +156,16 @@ class RoPOLayer(BaseTunerLayer):
         self.check_mergeable()
         base = self.get_base_layer()
         weight = base.weight
-        rows = self._weight_rows(weight)
-        for name in names:
-            rows = self._merged_rows(name, rows)
-        if not torch.isfinite(rows).all():
-            raise RoPOMergeError(f"adapter(s) {names}: merged weight has NaN/Inf values; nothing was merged")
-        if not self.merged:
-            self.ropo_unmerged_weight = weight.data
-        merged = rows.to(weight.dtype)
-        base.weight.data = merged.T.contiguous() if _is_conv1d(base) else merged.contiguous()
+        with gather_params_ctx(weight, modifier_rank=0):  # rank 0's merged weight is re-partitioned
+            rows = self._weight_rows(weight)
+            for name in names:
+                rows = self._merged_rows(name, rows)
+            if not torch.isfinite(rows).all():
+                raise RoPOMergeError(f"adapter(s) {names}: merged weight has NaN/Inf values; nothing was merged")
+            if not self.merged:
+                self.ropo_unmerged_weight = weight.data
+            merged = rows.to(weight.dtype)
+            weight.data = merged.T.contiguous() if _is_conv1d(base) else merged.contiguous()
         self.merged_adapters = self.merged_adapters + names
 
     @torch.no_grad()
@@ -157,14 +174,18 @@ class RoPOLayer(BaseTunerLayer):
         if not self.merged:
             warnings.warn("Already unmerged. Nothing to do.")
             return
-        self.get_base_layer().weight.data = self.ropo_unmerged_weight
+        weight = self.get_base_layer().weight
+        with gather_params_ctx(weight, modifier_rank=0):
+            weight.data = self.ropo_unmerged_weight
         self.ropo_unmerged_weight = None
         self.merged_adapters = []
 
     def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
         """diag(s)·V·Q − V (PEFT's name for what merging adds), in the adapter's dtype."""
-        rows = self._weight_rows(self.get_base_layer().weight)
-        return self.merged_weight([adapter_name]) - rows.to(self.ropo_rotation[adapter_name].angles.dtype)
+        base = self.get_base_layer().weight
+        merged = self.merged_weight([adapter_name])
+        with gather_params_ctx(base, modifier_rank=None):
+            return merged - self._weight_rows(base).to(merged.dtype)
 
     def _active(self) -> list[str]:
         return [name for name in self.active_adapters if name in self.ropo_rotation]

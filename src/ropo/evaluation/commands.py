@@ -16,6 +16,7 @@ from ropo.generation import SamplingSettings
 from ropo.evaluation.judges import load_judge
 from ropo.evaluation.prompts import DEFAULT_PROMPTS, load_prompts
 from ropo.evaluation.report import build_report
+from ropo.evaluation.harness import require_lm_eval, run_lm_eval_cli
 from ropo.evaluation.retention import load_qa_probe
 from ropo.paths import is_local_path
 
@@ -73,6 +74,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
     )
+    if args.lm_eval:
+        require_lm_eval()  # before any model loads
     prompts = load_prompts(args.prompts, args.max_prompts)
     options = EvalOptions(
         settings=settings,
@@ -80,6 +83,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         qa_items=() if args.qa_probe == "none" else load_qa_probe(args.qa_probe),
         lm_eval_tasks=[t for t in args.lm_eval.split(",") if t] if args.lm_eval else (),
         lm_eval_limit=args.lm_eval_limit,
+        lm_eval_chat_template=args.lm_eval_chat_template,
         he_modules=args.he_modules.split(","),
         progress=not args.no_progress,
     )
@@ -121,8 +125,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--base", help="base model for KL, retention and HE change of runs without an adapter (default: the run's recipe base)")
     evaluate.add_argument("--judge", default="none", help="'none', 'rm:<reward model>' or '<module>:<factory>' (default: none)")
     evaluate.add_argument("--qa-probe", help="JSONL of {question, answers}; 'none' to skip; default: a shipped probe")
-    evaluate.add_argument("--lm-eval", help="comma-separated lm-evaluation-harness tasks (needs lm-eval installed)")
+    evaluate.add_argument("--lm-eval", help="comma-separated lm-evaluation-harness tasks for retention, e.g. mmlu,arc_easy "
+                          "or ropo_qa (the QA probe); needs pip install 'ropo[eval]'")
     evaluate.add_argument("--lm-eval-limit", type=_positive, help="examples per lm-eval task")
+    evaluate.add_argument("--lm-eval-chat-template", action="store_true", help="render lm-eval prompts with the chat template "
+                          "(as ropo's own QA probe is)")
     evaluate.add_argument("--he-modules", default=",".join(DEFAULT_HE_MODULES), help="layers measured in models without adapters")
     evaluate.add_argument("--max-new-tokens", type=_positive, default=SamplingSettings.max_new_tokens)
     evaluate.add_argument("--temperature", type=float, default=SamplingSettings.temperature)
@@ -136,6 +143,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--output", default="eval", help="output folder (default: ./eval)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=_run_eval)
+
+    harness = subparsers.add_parser(
+        "lm-eval",
+        add_help=False,  # every argument, --help included, is lm-eval's
+        help="lm-evaluation-harness's own command line with RoPO registered and ropo's tasks included",
+        description="ropo lm-eval --model hf --model_args pretrained=BASE,peft=RUN/adapter --tasks mmlu",
+    )
+    harness.set_defaults(func=lambda args: run_lm_eval_cli(args.passthrough), passthrough=[])
 
     report = subparsers.add_parser(
         "report",

@@ -54,6 +54,7 @@ class EvalOptions:
     qa_items: Sequence[QAItem] = ()  # empty: no retention probe
     lm_eval_tasks: Sequence[str] = ()
     lm_eval_limit: int | None = None
+    lm_eval_chat_template: bool = False
     he_modules: Sequence[str] = DEFAULT_HE_MODULES
     progress: bool = True
 
@@ -157,7 +158,9 @@ def evaluate_candidate(
             result.metrics["qa_accuracy_base"] = base_probe.accuracy
             result.metrics["qa_answer_logprob_change"] = probe.answer_log_likelihood - base_probe.answer_log_likelihood
     if options.lm_eval_tasks:
-        result.metrics.update(lm_eval_scores(model, tokenizer, options.lm_eval_tasks, options.lm_eval_limit, settings.batch_size))
+        result.metrics.update(lm_eval_scores(
+            model, tokenizer, options.lm_eval_tasks, options.lm_eval_limit, settings.batch_size, options.lm_eval_chat_template
+        ))
     return result
 
 

@@ -2,7 +2,8 @@
 
 A short QA probe (shipped, or your own JSONL of ``{"question", "answers"}``) is answered greedily
 and the gold answer's log-likelihood is measured, for the tuned model and for its base. Users with
-the data can add lm-evaluation-harness tasks through ``lm_eval_scores``.
+the data can add lm-evaluation-harness tasks through ``lm_eval_scores``; the probe itself is also
+an lm-eval task (``ropo.evaluation.harness.TASKS_DIR``).
 """
 
 from __future__ import annotations
@@ -96,18 +97,25 @@ def lm_eval_scores(
     tasks: Sequence[str],
     limit: int | None = None,
     batch_size: int = 8,
+    apply_chat_template: bool = False,
 ) -> dict[str, float]:
     """Run lm-evaluation-harness ``tasks`` on the loaded model; ``{"lm_eval/<task>/<metric>": value}``.
 
-    lm-eval is optional (``pip install lm-eval``) and fetches its tasks' data sets itself.
+    lm-eval is optional (``pip install 'ropo[eval]'``) and fetches its tasks' data sets itself;
+    ropo's own tasks (``ropo_qa_probe``, ``ropo_qa_probe_loglik``, tag ``ropo_qa``) are local.
+    ``apply_chat_template`` renders each prompt as a user turn, as ropo's own probe does.
     """
-    try:
-        import lm_eval
-        from lm_eval.models.huggingface import HFLM
-    except ImportError:
-        raise EvaluationError("lm-eval tasks need lm-evaluation-harness: pip install 'lm-eval[hf]'") from None
+    from ropo.evaluation.harness import task_manager
+
+    manager = task_manager()
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+
     harness_model = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    output = lm_eval.simple_evaluate(model=harness_model, tasks=list(tasks), limit=limit)
+    output = lm_eval.simple_evaluate(
+        model=harness_model, tasks=list(tasks), limit=limit, task_manager=manager,
+        apply_chat_template=apply_chat_template,
+    )
     return {
         f"lm_eval/{task}/{metric.split(',')[0]}": float(value)
         for task, metrics in output["results"].items()

@@ -8,7 +8,10 @@ from collections.abc import Sequence
 
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils.integrations import gather_params_ctx
 from torch import nn
+
+from ropo.adapter.layer import RoPOLayer
 
 
 def unwrapped(model: nn.Module) -> nn.Module:
@@ -40,17 +43,22 @@ def effective_weights(model: nn.Module, names: Sequence[str]) -> dict[str, torch
     """The weight each named layer currently computes with, as a dense (out × in) matrix.
 
     Adapter layers are merged on a copy (so the live model is never touched and a merge that is
-    not exactly undone, as LoRA's, cannot leak into it); plain layers give their weight.
+    not exactly undone, as LoRA's, cannot leak into it); RoPO layers compute theirs without a
+    copy; plain layers give their weight. Weights partitioned by DeepSpeed ZeRO-3 are gathered.
     """
     inner = unwrapped(model)
     weights = {}
     for name in names:
         layer = inner.get_submodule(name)
+        if isinstance(layer, RoPOLayer):
+            weights[name] = layer.merged_weight()
+            continue
         if isinstance(layer, BaseTunerLayer):
             layer = copy.deepcopy(layer)
             layer.merge()
             layer = layer.get_base_layer()
-        weights[name] = _rows(layer, layer.weight.detach())
+        with gather_params_ctx(layer.weight, modifier_rank=None):
+            weights[name] = _rows(layer, layer.weight.detach()).clone()
     return weights
 
 
@@ -66,5 +74,6 @@ def base_weights(model: nn.Module, names: Sequence[str]) -> dict[str, torch.Tens
         if layer.merged:
             raise ValueError(f"layer {name!r}: the adapter is merged; unmerge it or pass the base model")
         base = layer.get_base_layer()
-        weights[name] = _rows(base, base.weight.detach())
+        with gather_params_ctx(base.weight, modifier_rank=None):
+            weights[name] = _rows(base, base.weight.detach()).clone()
     return weights

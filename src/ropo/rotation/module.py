@@ -1,7 +1,7 @@
 """``OrthogonalRotation``: the one rotation abstraction every path uses.
 
 Training applies Q to activations, merging applies Qᵀ to weight rows, diagnostics apply Q to the
-identity; all three go through ``OrthogonalRotation.apply``. Q is never formed densely in
+identity; all three go through ``OrthogonalRotation.rotate``. Q is never formed densely in
 training: its cost is O(rows · d · (#reflection pairs + #Givens stages)).
 """
 
@@ -52,7 +52,7 @@ class OrthogonalRotation(KeepsAdapterDtype):
       householder_base  one vector per reflection pair, random at init
       householder_offset  moves the pair's second reflection away from its first (zeros at init)
 
-    ``backend`` picks how ``forward`` computes Q·x (see ``ROTATION_BACKENDS``); ``apply``, used for
+    ``backend`` picks how ``forward`` computes Q·x (see ``ROTATION_BACKENDS``); ``rotate``, used for
     merging and diagnostics, is always the reference.
     """
 
@@ -100,7 +100,7 @@ class OrthogonalRotation(KeepsAdapterDtype):
     def _stages(self) -> tuple[GivensStage, ...]:
         return givens_stages(self.dim, self.givens_layout, str(self.angles.device))
 
-    def apply(self, x: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+    def rotate(self, x: torch.Tensor, transpose: bool = False) -> torch.Tensor:
         """Q·x (or Qᵀ·x) for every row of ``x`` (..., dim), computed in the adapter's dtype.
 
         Returns a new tensor in the adapter's dtype; autograd flows through every parameter.
@@ -142,8 +142,8 @@ class OrthogonalRotation(KeepsAdapterDtype):
             rotate = triton_rotate if x.is_cuda and triton_available(x) else fused_rotate
             return rotate(x, plan, *self._fused_operands(plan))
         if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
-            return checkpoint(self.apply, x, use_reentrant=False)
-        return self.apply(x)
+            return checkpoint(self.rotate, x, use_reentrant=False)
+        return self.rotate(x)
 
     def _fused_operands(self, plan: GivensPlan) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """The fused path's update vectors and block matrices.
@@ -171,7 +171,7 @@ class OrthogonalRotation(KeepsAdapterDtype):
     def dense(self) -> torch.Tensor:
         """Q as a dense (dim × dim) matrix. For diagnostics and tests only."""
         eye = torch.eye(self.dim, dtype=self.angles.dtype, device=self.angles.device)
-        return self.apply(eye).T
+        return self.rotate(eye).T
 
     @torch.no_grad()
     def orthogonality_error(self) -> float:
