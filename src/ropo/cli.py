@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from ropo.adapter.errors import RoPOError
+from ropo.errors import RoPOError
 
 #: Modules that expose ``register(subparsers)``; each adds its sub-commands and sets ``func``.
 COMMAND_MODULES = (

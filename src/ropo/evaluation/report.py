@@ -17,15 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ropo.layout import DEMO_METRICS_FILE, EVAL_FILE, FRONTIER_FILE, REPORT_FILE, RUN_METRICS_FILE
 from ropo.evaluation.errors import EvaluationError
-from ropo.evaluation.evaluate import EVAL_FILE
 from ropo.evaluation.plots import WIDE_FIGURES, Series, all_figures
 from ropo.io import atomic_write, atomic_write_text
 
-METRICS_FILE = "metrics.jsonl"  # written by `ropo train` in each run directory
-REPORT_FILE = "report.html"
-SUMMARY_FILE = "metrics.json"
-FRONTIER_FILE = "frontier.json"  # written by `ropo frontier` in its study folder
 
 
 @dataclass(frozen=True)
@@ -133,9 +129,9 @@ def collect_runs(paths: Sequence[str | Path]) -> tuple[list[ReportRun], list[dic
     for raw in paths:
         path = Path(raw)
         eval_file = path if path.is_file() else path / EVAL_FILE
-        metrics_file = path / METRICS_FILE
+        metrics_file = path / RUN_METRICS_FILE
         if not (eval_file.is_file() or metrics_file.is_file()):
-            raise EvaluationError(f"{path}: neither a training run ({METRICS_FILE}) nor `ropo eval` results ({EVAL_FILE})")
+            raise EvaluationError(f"{path}: neither a training run ({RUN_METRICS_FILE}) nor `ropo eval` results ({EVAL_FILE})")
         if metrics_file.is_file():
             name = path.resolve().name
             if name in runs and runs[name].training:
@@ -338,5 +334,5 @@ def build_report(paths: Sequence[str | Path], output_dir: str | Path) -> tuple[P
     for title, png in figures.items():
         atomic_write(output_dir / plot_file_name(title), lambda tmp, png=png: Path(tmp).write_bytes(png))
     report = atomic_write_text(output_dir / REPORT_FILE, render_html(runs, documents, figures, columns, best, frontiers))
-    metrics = atomic_write_text(output_dir / SUMMARY_FILE, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    metrics = atomic_write_text(output_dir / DEMO_METRICS_FILE, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return report, metrics
