@@ -10,9 +10,9 @@ compared where their KL ranges overlap.
 Fairness rules, kept by construction here (and tested):
 - every series trains on the same data, steps, batch, schedule, β and seed;
 - every series is checkpointed at the same steps;
-- a method's learning rate is the demo's usual rate for it times a factor per method,
-  ``LEARNING_RATE_SCALES``, set so that each method's checkpoints reach the over-optimised regime
-  and the methods' KL ranges overlap (a frontier compares methods at equal KL, so the rates are a
+- a method's learning rate is its usual rate (the demo's) times a factor per method, both in the
+  method registry (``ropo.methods``; ``LEARNING_RATE_SCALES`` lists the factors), set so that each
+  method's checkpoints reach the over-optimised regime and the methods' KL ranges overlap (a frontier compares methods at equal KL, so the rates are a
   way to span KL, not a setting to win with). The factors come from measurements, not from the
   results they produce:
   - full DPO at 5e-5 (the demo's 5e-6 × 10) for 60 steps of 4 pairs reached a training margin of

@@ -231,12 +231,9 @@ class Study:
             })
 
     def _load_checkpoint(self, spec: SeriesSpec, checkpoint: Path):
-        from ropo.adapter.api import load_adapter_model
-        from ropo.models.loading import load_base_model
+        from ropo.models.runs import load_trained
 
-        if not get_method(spec.method).has_adapter:
-            return load_base_model(str(checkpoint), "float32").eval()
-        return load_adapter_model(load_base_model(self.plan.model, "float32", self.plan.seed), checkpoint).eval()
+        return load_trained(spec.method, checkpoint, self.plan.model, "float32", self.plan.seed).eval()
 
     def document(self, plots: list[dict[str, str]]) -> dict[str, Any]:
         sampling = self.evaluation.sampling.as_dict()

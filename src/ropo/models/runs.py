@@ -44,6 +44,14 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return read_jsonl_records(run_dir / RUN_METRICS_FILE)
 
 
+def load_trained(method: str, weights: Path, base_name: str, dtype: str, seed: int = 0) -> nn.Module:
+    """A run's weights (its final folder or a checkpoint): a whole model for a method without an
+    adapter, else the base model with the adapter loaded onto it."""
+    if not get_method(method).has_adapter:
+        return load_base_model(str(weights), dtype)
+    return load_adapter_model(load_base_model(base_name, dtype, seed), weights)
+
+
 def load_run(path: str | Path) -> LoadedRun:
     """A run directory from ``ropo train``, or a model (folder, hub id, ``default``, ``tiny:<arch>``)."""
     run_dir = Path(path)
@@ -57,10 +65,6 @@ def load_run(path: str | Path) -> LoadedRun:
     weights = final_weights_dir(run_dir, method)
     if not weights.is_dir():
         raise RoPOLoadError(f"{run_dir}: no trained weights in {weights.name}/ (did the run finish?)")
-    if not get_method(method).has_adapter:
-        model = load_base_model(str(weights), recipe["model"]["dtype"])
-    else:
-        base = load_base_model(base_name, recipe["model"]["dtype"], recipe.get("seed", 0))
-        model = load_adapter_model(base, weights)
+    model = load_trained(method, weights, base_name, recipe["model"]["dtype"], recipe.get("seed", 0))
     return LoadedRun(name=run_dir.name, method=method, model=model.eval(), tokenizer=load_tokenizer(str(weights)),
                      base_name_or_path=base_name, metrics=read_metrics(run_dir))
