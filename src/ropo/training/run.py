@@ -59,8 +59,10 @@ def environment(recipe: Recipe) -> dict[str, Any]:
     }
 
 
-def _check_run_dir(run_dir: Path, recipe: Recipe, resume: bool, force: bool, restart: bool, max_steps: int) -> str:
-    """What to do with ``run_dir``: ``new``, ``resume``, ``restart`` or ``finished`` (nothing to do).
+def _check_run_dir(run_dir: Path, recipe: Recipe, resume: bool, force: bool, restart: bool,
+                   max_steps: int) -> tuple[str, list[str]]:
+    """What to do with ``run_dir`` (``new``, ``resume``, ``restart`` or ``finished``: nothing to do),
+    and the recipe's changes since the run started (``recipe_changes``; none unless resuming).
 
     Never overwrites a run (or a folder of anything else) by accident, and never resumes a run
     with a different recipe unless ``force``.
@@ -72,9 +74,9 @@ def _check_run_dir(run_dir: Path, recipe: Recipe, resume: bool, force: bool, res
         if resume:
             raise RecipeError(f"--resume: {run_dir} holds no run to resume (it has no {RECIPE_FILE})")
         check_output_dir(run_dir, "output_dir", force=force, ignored={LOCK_FILE})
-        return "new"
+        return "new", []
     if restart:
-        return "restart"
+        return "restart", []
     if not resume:
         if run_finished(run_dir, recipe.method, max_steps):
             raise RecipeError(f"{run_dir} already holds a run, and it finished: pass --restart to discard it and "
@@ -90,9 +92,9 @@ def _check_run_dir(run_dir: Path, recipe: Recipe, resume: bool, force: bool, res
             "put it back, or pass --force to continue the run with the new recipe"
         )
     if run_finished(run_dir, recipe.method, max_steps):
-        return "finished"
+        return "finished", changed
     last_complete_checkpoint(run_dir)  # or an error that says to --restart
-    return "resume"
+    return "resume", changed
 
 
 def run_finished(run_dir: Path, method: str, max_steps: int) -> bool:
@@ -265,10 +267,10 @@ def _train(spec: RunSpec, run_dir: Path, resume: bool, force: bool, restart: boo
     from transformers import set_seed
 
     state = PartialState(cpu=spec.dpo_config.use_cpu)  # the processes of this run (one, or one per DDP rank)
-    plan = _prepare_folder(spec, run_dir, resume, force, restart, held, state)
+    plan, changes = _prepare_folder(spec, run_dir, resume, force, restart, held, state)
     if plan == "finished":
         return TrainResult(run_dir, None, finished=True)
-    data = _prepare_data(spec, run_dir, plan == "resume", force, state)
+    data = _prepare_data(spec, run_dir, plan == "resume", force, state, changes)
     tokenizer = data.tokenizer
     set_seed(spec.recipe.seed)
     started = time.perf_counter()  # includes the reference pass: it is part of DPO's cost
@@ -286,15 +288,15 @@ def _train(spec: RunSpec, run_dir: Path, resume: bool, force: bool, restart: boo
 
 
 def _prepare_folder(spec: RunSpec, run_dir: Path, resume: bool, force: bool, restart: bool,
-                    held: contextlib.ExitStack, state: PartialState) -> str:
+                    held: contextlib.ExitStack, state: PartialState) -> tuple[str, list[str]]:
     """Lock the run folder and decide what to do in it (``_check_run_dir``); a restart clears it first."""
     check_writable(run_dir, "output_dir")
     if state.is_main_process:
         held.enter_context(FolderLock(run_dir, "output_dir", LOCK_FILE))
-    plan = _check_run_dir(run_dir, spec.recipe, resume, force, restart, spec.dpo_config.max_steps)
+    plan, changes = _check_run_dir(run_dir, spec.recipe, resume, force, restart, spec.dpo_config.max_steps)
     if plan == "restart" and state.is_main_process:
         _restart(run_dir)
-    return plan
+    return plan, changes
 
 
 @dataclass
@@ -309,10 +311,11 @@ class _RunData:
     eval_dataset: Dataset | None
 
 
-def _prepare_data(spec: RunSpec, run_dir: Path, resume: bool, force: bool, state: PartialState) -> _RunData:
+def _prepare_data(spec: RunSpec, run_dir: Path, resume: bool, force: bool, state: PartialState,
+                  changes: list[str]) -> _RunData:
     """Load and fit the rows, check them against a resumed run's, and write the run's files."""
     recipe, max_length = spec.recipe, spec.dpo_config.max_length
-    changes = recipe_changes(run_dir, recipe) if resume else []
+    changes = list(changes)
     state.wait_for_everyone()
     tokenizer = load_tokenizer(recipe.model.name_or_path)
     train_data = load_preference_data(recipe.data.train, recipe.data.split, recipe.data.max_rows)
