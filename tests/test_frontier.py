@@ -195,3 +195,13 @@ def test_readme_quotes_the_committed_study():
     table = summary_table(json.loads((study / "frontier.json").read_text())["points"])
     assert (study / SUMMARY_FILE).read_text() == table
     assert table in (repo / "README.md").read_text()
+
+
+def test_the_committed_plots_regenerate_byte_identical():
+    """The committed study's figures are what the code draws from its frontier.json, byte for byte."""
+    from ropo.frontier.plots import frontier_figures, plot_file
+
+    study = Path(__file__).resolve().parents[1] / "docs" / "results" / "frontier"
+    figures = frontier_figures(json.loads((study / "frontier.json").read_text())["points"])
+    assert {title: (study / "plots" / plot_file(title)).read_bytes() == png for title, png in figures.items()} == \
+        {title: True for title in figures}

@@ -29,9 +29,9 @@ from ropo.evaluation.judges import Judge, win_rate
 from ropo.evaluation.retention import QAItem, lm_eval_scores, qa_probe
 from ropo.io import atomic_write_text
 from ropo.metrics import distinct_n, he_change_summary, length_stats, repetition_rate, self_bleu
+from ropo.metrics.catalogue import REPETITION_N
 
 FORMAT = "ropo-eval/1"
-REPETITION_N = 3
 
 
 @dataclass
