@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from ropo.adapter.errors import RoPOConfigError
+from ropo.errors import RoPOConfigError
 from ropo.bench import commands
 from ropo.bench.models import MODEL_SPECS, build_model, scaled_vocab
 from ropo.bench.report import add_ratios, table

@@ -167,10 +167,14 @@ def test_failed_merge_changes_nothing(token_ids):
     with torch.no_grad():
         layers["model.layers.1.mlp.down_proj"].ropo_rotation["default"].angles[3] = float("nan")
     weights = {n: l.base_layer.weight.detach().clone() for n, l in layers.items()}
-    with pytest.raises(RoPOMergeError, match=r"model\.layers\.1\.mlp\.down_proj.*NaN/Inf"):
-        model.merge_adapter()
-    with pytest.raises(RoPOMergeError):
-        model.merge_and_unload()
+    # ``safe_merge`` (PEFT's "check finite before changing a layer") holds whatever its value.
+    for safe_merge in (False, True):
+        with pytest.raises(RoPOMergeError, match=r"model\.layers\.1\.mlp\.down_proj.*NaN/Inf"):
+            model.merge_adapter(safe_merge=safe_merge)
+        with pytest.raises(RoPOMergeError):
+            model.merge_and_unload(safe_merge=safe_merge)
+        with pytest.raises(RoPOMergeError):
+            layers["model.layers.1.mlp.down_proj"].merge(safe_merge=safe_merge)
     assert not any(l.merged for l in layers.values())
     assert all(torch.equal(l.base_layer.weight, weights[n]) for n, l in model.adapter_layers().items())
 

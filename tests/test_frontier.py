@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from ropo.cli import main as ropo_main
-from ropo.demo.modes import LEARNING_RATES
+from ropo.methods import get_method
 from ropo.evaluation import build_report
 from ropo.frontier.plan import LEARNING_RATE_SCALES, SERIES, PlanError, build_plan
-from ropo.frontier.summary import SUMMARY_FILE, summary_table
+from ropo.frontier.summary import summary_table
+from ropo.layout import FRONTIER_SUMMARY_FILE as SUMMARY_FILE
 from ropo.frontier.points import BASE, CI_SUFFIX, METRICS, TRAINING_METRICS, read_cached, training_symptoms
 from ropo.frontier.study import kl_ranges, study_evaluation
 
@@ -31,11 +32,11 @@ def test_default_plan_is_one_design_for_every_series(tmp_path):
     shared = None
     for spec in plan.series:
         overrides = plan.overrides(spec, tmp_path / spec.name)
-        assert overrides["training.learning_rate"] == pytest.approx(LEARNING_RATES[spec.method] * LEARNING_RATE_SCALES[spec.method])
+        assert overrides["training.learning_rate"] == pytest.approx(get_method(spec.method).learning_rate * LEARNING_RATE_SCALES[spec.method])
         common = {k: v for k, v in overrides.items() if k not in ("output_dir", "method", "adapter", "training.learning_rate")}
         assert shared is None or common == shared, spec.name  # same data, steps, batch, schedule, β, seed
         shared = common
-        plan.recipe(spec, tmp_path / spec.name)  # every recipe is valid before anything trains
+        plan.run_spec(spec, tmp_path / spec.name)  # every recipe is valid before anything trains
     # Over-optimisation needs more than one pass over the data at the scaled-up rates.
     assert plan.budget.max_steps * plan.budget.batch_size > 155
 
@@ -194,3 +195,13 @@ def test_readme_quotes_the_committed_study():
     table = summary_table(json.loads((study / "frontier.json").read_text())["points"])
     assert (study / SUMMARY_FILE).read_text() == table
     assert table in (repo / "README.md").read_text()
+
+
+def test_the_committed_plots_regenerate_byte_identical():
+    """The committed study's figures are what the code draws from its frontier.json, byte for byte."""
+    from ropo.frontier.plots import frontier_figures, plot_file
+
+    study = Path(__file__).resolve().parents[1] / "docs" / "results" / "frontier"
+    figures = frontier_figures(json.loads((study / "frontier.json").read_text())["points"])
+    assert {title: (study / "plots" / plot_file(title)).read_bytes() == png for title, png in figures.items()} == \
+        {title: True for title in figures}

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from ropo.cli import main as ropo_main
-from ropo.training.recipe import RecipeError, load_recipe
+from ropo.training.recipe import RecipeError
+from ropo.training.spec import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 

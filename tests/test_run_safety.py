@@ -17,7 +17,8 @@ from torch import nn
 from ropo.cli import main as ropo_main
 from ropo.paths import DiskFullError, OutputPathError
 from ropo.training.guards import NonFiniteError, NonFiniteGuard
-from ropo.training.recipe import RecipeError, load_recipe
+from ropo.training.recipe import RecipeError
+from ropo.training.spec import load_recipe
 from ropo.training.run import train
 from ropo.models.runs import read_metrics
 

@@ -15,7 +15,7 @@ from peft import PeftModel
 
 from ropo.adapter import RoPOModel
 from ropo.cli import main as ropo_main
-from ropo.training.recipe import load_recipe
+from ropo.training.spec import load_recipe
 from ropo.training.run import train
 from ropo.models.runs import load_run, read_metrics
 

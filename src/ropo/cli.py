@@ -7,7 +7,7 @@ import importlib
 import sys
 import warnings
 
-from ropo.adapter.errors import RoPOError
+from ropo.errors import RoPOError
 from ropo.quiet import filter_cli_warnings
 
 #: Modules that expose ``register(subparsers)``; each adds its sub-commands and sets ``func``.

@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import BatchEncoding, GenerationConfig, PreTrainedTokenizerBase
 
-from ropo.adapter.errors import RoPOError
+from ropo.errors import RoPOError
 
 Message = dict[str, str]
 

@@ -1,32 +1,27 @@
-"""The one table of the methods ropo trains and benchmarks against each other.
+"""The method registry: one entry per method ropo trains, benchmarks and studies.
 
-Every adapter method is a PEFT config: RoPO's own and PEFT's baselines with the usual defaults
-of their papers / PEFT's docs (LoRA/DoRA at r=16). ``full`` (plain DPO) trains every weight.
-``ropo train`` and ``ropo bench`` both read this table, so a baseline means the same thing in
-both.
+An entry owns every fact about its method: its name and aliases, how its PEFT config is built and
+which options it takes, whether it has an adapter (which decides the weights folder, the reference
+policy and how a checkpoint loads), its guard options, its usual learning rate and frontier factor,
+and its benchmark variants. Nothing outside this module compares method names, so adding a method
+is adding an entry. Adapter methods use the usual defaults of their papers / PEFT's docs (LoRA/DoRA
+at r=16); ``full`` (plain DPO, alias ``dpo``) trains every weight.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from peft import PeftConfig
+from torch import nn
 
-from ropo.adapter import RoPOConfig, RoPOError
-
-#: Full fine-tuning: no adapter, every weight trained.
-FULL = "full"
-
-#: method → (PEFT config class name, its defaults). Options given by the user override them.
-ADAPTER_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
-    "ropo": ("RoPOConfig", {}),
-    "lora": ("LoraConfig", {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0}),
-    "dora": ("LoraConfig", {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "use_dora": True}),
-    "oft": ("OFTConfig", {"r": 0, "oft_block_size": 32}),
-    "hra": ("HRAConfig", {"r": 8}),
-    "boft": ("BOFTConfig", {"boft_block_size": 4, "boft_n_butterfly_factor": 1}),
-}
+from ropo.adapter import RoPOConfig
+from ropo.errors import RoPOError
 
 #: The layers adapted when nothing else is said (and tracked for HE in full fine-tuning): the
 #: ones the papers adapt.
@@ -37,27 +32,146 @@ class MethodError(RoPOError, ValueError):
     """An unknown method or an option its config does not take."""
 
 
-def config_class(name: str) -> type[PeftConfig]:
-    """The config class ``ADAPTER_METHODS`` names (RoPO's or one of PEFT's)."""
-    if name == "RoPOConfig":
-        return RoPOConfig
-    import peft
+@dataclass(frozen=True)
+class BenchVariant:
+    """One row of ``ropo bench`` for a method: its options on top of the method's defaults."""
 
-    return getattr(peft, name)
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    #: Folded into the weights (``merge_and_unload``) and timed in inference mode only.
+    merged: bool = False
+    description: str | None = None
 
 
-def adapter_config(method: str, options: Mapping[str, Any] | None = None, source: str = "adapter") -> PeftConfig:
-    """The PEFT config of ``method`` with its defaults, overridden by ``options``; errors name ``source``."""
-    if method not in ADAPTER_METHODS:
-        raise MethodError(f"{source}: unknown adapter method {method!r}; known: {', '.join(ADAPTER_METHODS)}")
-    class_name, defaults = ADAPTER_METHODS[method]
-    values = {"target_modules": list(DEFAULT_TARGET_MODULES), **defaults, **(options or {}), "task_type": "CAUSAL_LM"}
-    if method == "ropo":
+@dataclass(frozen=True)
+class Method:
+    """One method: a PEFT config class and its defaults, or no adapter (``config_class`` None)."""
+
+    name: str
+    description: str
+    config_class: str | None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    #: The usual learning rate (adapters learn at larger rates than full fine-tuning): the demo
+    #: trains at it; the frontier multiplies it by ``frontier_scale`` (see ``ropo.frontier.plan``).
+    learning_rate: float | None = None
+    frontier_scale: float | None = None
+    #: The non-finite guard also watches RoPO's neuron magnitudes.
+    guards_magnitudes: bool = False
+    bench: tuple[BenchVariant, ...] = ()
+
+    @property
+    def has_adapter(self) -> bool:
+        return self.config_class is not None
+
+    @property
+    def weights_dir(self) -> str:
+        """Adapters go to ``adapter/``; full fine-tuning writes a whole model to ``model/``."""
+        return "adapter" if self.has_adapter else "model"
+
+    def peft_class(self) -> type[PeftConfig]:
+        if self.config_class == RoPOConfig.__name__:
+            return RoPOConfig
+        import peft
+
+        return getattr(peft, self.config_class)
+
+    def option_names(self) -> frozenset[str]:
+        """The adapter options this method takes (without an adapter: the layers whose HE it tracks)."""
+        if not self.has_adapter:
+            return frozenset({"target_modules"})
+        return frozenset(f.name for f in dataclasses.fields(self.peft_class()) if f.init)
+
+    def peft_config(self, options: Mapping[str, Any] | None = None, source: str = "adapter") -> PeftConfig | None:
+        """The PEFT config with this method's defaults overridden by ``options`` (None without an adapter)."""
+        options = dict(options or {})
+        if not self.has_adapter:
+            if set(options) - {"target_modules"}:
+                raise MethodError(f"{source}: method {self.name!r} takes no options except target_modules (tracked for HE)")
+            return None
+        values = {"target_modules": list(DEFAULT_TARGET_MODULES), **self.defaults, **options, "task_type": "CAUSAL_LM"}
+        cls = self.peft_class()
         try:
-            return RoPOConfig.from_options(values, source=source)
+            if hasattr(cls, "from_options"):
+                return cls.from_options(values, source=source)
+            return cls(**values)
         except RoPOError as error:
             raise MethodError(str(error)) from None
-    try:
-        return config_class(class_name)(**values)
-    except (TypeError, ValueError) as error:
-        raise MethodError(f"{source}: options for {method!r} ({class_name}): {error}") from None
+        except (TypeError, ValueError) as error:
+            raise MethodError(f"{source}: options for {self.name!r} ({self.config_class}): {error}") from None
+
+    def tracked_modules(self, options: Mapping[str, Any]) -> tuple[str, ...] | str:
+        """The layers whose HE a run tracks: its adapted layers, or (without an adapter) the usual ones."""
+        return options.get("target_modules", DEFAULT_TARGET_MODULES)
+
+
+_LORA = {"lora_alpha": 32, "lora_dropout": 0.0}
+_ROPO_BENCH = {"preset": "ropo-2025"}
+
+#: Every method, in the order they are listed (and benchmarked).
+REGISTRY: dict[str, Method] = {m.name: m for m in (
+    Method("lora", "LoRA r=16", "LoraConfig", {"r": 16, **_LORA}, learning_rate=5e-4, frontier_scale=3.0,
+           bench=(BenchVariant("lora"),)),
+    Method("dora", "DoRA r=16", "LoraConfig", {"r": 16, **_LORA, "use_dora": True}, bench=(BenchVariant("dora"),)),
+    # The learning rate and frontier factor of OFT are LoRA's until measured for it.
+    Method("oft", "OFT, blocks of 32", "OFTConfig", {"r": 0, "oft_block_size": 32}, learning_rate=5e-4,
+           frontier_scale=3.0, bench=(BenchVariant("oft"),)),
+    Method("hra", "HRA r=8", "HRAConfig", {"r": 8}, bench=(BenchVariant("hra"),)),
+    Method("boft", "BOFT", "BOFTConfig", {"boft_block_size": 4, "boft_n_butterfly_factor": 1}, bench=(BenchVariant("boft"),)),
+    Method("ropo", "RoPO", "RoPOConfig", learning_rate=2e-3, frontier_scale=1.0, guards_magnitudes=True, bench=(
+        BenchVariant("ropo", {**_ROPO_BENCH, "rotation_backend": "reference"}),
+        BenchVariant("ropo_fast", {**_ROPO_BENCH, "rotation_backend": "auto"}),
+        BenchVariant("ropo_merged", {**_ROPO_BENCH, "rotation_backend": "auto"}, merged=True,
+                     description="ropo_fast merged into the weights (merge_and_unload)"),
+    )),
+    Method("full", "plain DPO: full fine-tuning of every weight", None, aliases=("dpo",), learning_rate=5e-6,
+           frontier_scale=10.0, bench=(BenchVariant("full", description="every weight trained"),)),
+)}
+
+#: ``lora-r<k>``: LoRA at rank k (alpha 2k), at LoRA's rates; ``matched_lora_rank`` picks the k
+#: whose trainable parameters match RoPO's on the same layers.
+_RANKED_LORA = re.compile(r"lora-r([1-9][0-9]*)")
+
+
+def ranked_lora(rank: int) -> Method:
+    """The LoRA entry of rank ``rank``, named ``lora-r<rank>``."""
+    lora = REGISTRY["lora"]
+    return dataclasses.replace(lora, name=f"lora-r{rank}", description=f"LoRA r={rank}",
+                               defaults={**lora.defaults, "r": rank, "lora_alpha": 2 * rank},
+                               bench=(BenchVariant(f"lora-r{rank}"),))
+
+
+def find_method(name: str) -> Method | None:
+    """The entry called ``name`` (or one of its aliases, or ``lora-r<k>``); None if there is none."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    for method in REGISTRY.values():
+        if name in method.aliases:
+            return method
+    ranked = _RANKED_LORA.fullmatch(name) if isinstance(name, str) else None
+    return ranked_lora(int(ranked.group(1))) if ranked else None
+
+
+def known_names() -> tuple[str, ...]:
+    """What an error lists as the known methods."""
+    return (*REGISTRY, "lora-r<k>")
+
+
+def get_method(name: str, source: str = "method") -> Method:
+    """The entry called ``name``, or a ``MethodError`` that lists the known ones."""
+    method = find_method(name)
+    if method is None:
+        raise MethodError(f"{source}: unknown method {name!r}; known: {', '.join(known_names())}")
+    return method
+
+
+def matched_lora_rank(model: nn.Module, ropo_options: Mapping[str, Any] | None = None) -> int:
+    """The LoRA rank whose trainable parameters on RoPO's layers come closest to RoPO's own there."""
+    from peft import get_peft_model
+
+    from ropo.adapter import RoPOLayer
+
+    peft_model = get_peft_model(copy.deepcopy(model), REGISTRY["ropo"].peft_config(ropo_options))
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    per_rank = sum(layer.in_features + layer.out_features for layer in peft_model.modules() if isinstance(layer, RoPOLayer))
+    return max(1, round(trainable / per_rank))

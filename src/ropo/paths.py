@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ropo.adapter.errors import RoPOError
+from ropo.errors import RoPOError
 
 
 class OutputPathError(RoPOError, ValueError):

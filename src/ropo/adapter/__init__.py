@@ -7,7 +7,7 @@ from peft.utils import register_peft_method
 
 from ropo.adapter.api import AutoRoPOModelForCausalLM, get_ropo_model
 from ropo.adapter.config import PRESETS, RoPOConfig
-from ropo.adapter.errors import RoPOConfigError, RoPOError, RoPOLoadError, RoPOMergeError, RoPOTargetError
+from ropo.errors import RoPOConfigError, RoPOError, RoPOLoadError, RoPOMergeError, RoPOTargetError
 from ropo.adapter.layer import RoPOLayer, RoPOLinear
 from ropo.adapter.model import RoPOModel, merged_for_inference, orthogonality_error
 from ropo.adapter.peft_type import ROPO_PEFT_TYPE

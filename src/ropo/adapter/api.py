@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ropo.adapter.config import RoPOConfig
-from ropo.adapter.errors import RoPOError, RoPOLoadError
+from ropo.errors import RoPOError, RoPOLoadError
 from ropo.paths import is_local_path
 
 

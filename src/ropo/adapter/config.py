@@ -9,7 +9,7 @@ from typing import Any, Optional, Union
 import torch
 from peft.config import PeftConfig
 
-from ropo.adapter.errors import RoPOConfigError, RoPOLoadError
+from ropo.errors import RoPOConfigError, RoPOLoadError
 from ropo.adapter.peft_type import ROPO_PEFT_TYPE
 from ropo.rotation.layout import GIVENS_LAYOUTS
 from ropo.rotation.module import ROTATION_BACKENDS

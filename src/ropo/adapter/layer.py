@@ -25,7 +25,7 @@ from peft.utils.integrations import gather_params_ctx
 from torch import nn
 
 from ropo.adapter.config import RoPOConfig
-from ropo.adapter.errors import RoPOMergeError, RoPOTargetError
+from ropo.errors import RoPOMergeError, RoPOTargetError
 from ropo.rotation import KeepsAdapterDtype, OrthogonalRotation
 
 #: Spread of the random adapter ``init_weights=False`` makes (angles, reflection offsets,
@@ -149,7 +149,8 @@ class RoPOLayer(BaseTunerLayer):
 
     @torch.no_grad()
     def merge(self, safe_merge: bool = False, adapter_names: Optional[list[str]] = None) -> None:
-        """Fold the adapters into the base weight; always checked for NaN/Inf, and nothing changes on failure."""
+        """Fold the adapters into the base weight. ``safe_merge`` is honoured whatever its value: every
+        merge checks the merged weight for NaN/Inf before the layer changes (PEFT's meaning of the flag)."""
         names = [n for n in check_adapters_to_merge(self, adapter_names) if n in self.ropo_rotation]
         if not names:
             return

@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ropo.adapter.config import RoPOConfig
-from ropo.adapter.errors import RoPOConfigError, RoPOLoadError
+from ropo.errors import RoPOConfigError, RoPOLoadError
 from ropo.io import atomic_directory
 
 CONFIG_NAME = "adapter_config.json"

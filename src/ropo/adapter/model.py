@@ -29,7 +29,7 @@ from peft.utils import TRANSFORMERS_MODELS_TO_HRA_TARGET_MODULES_MAPPING
 from torch import nn
 
 from ropo.adapter.config import RoPOConfig
-from ropo.adapter.errors import RoPOLoadError, RoPOMergeError, RoPOTargetError
+from ropo.errors import RoPOLoadError, RoPOMergeError, RoPOTargetError
 from ropo.adapter.layer import RoPOLayer, RoPOLinear, layer_features
 
 
@@ -143,6 +143,8 @@ class RoPOModel(BaseTuner):
                 raise RoPOMergeError(f"module {name!r}: merged weight has NaN/Inf values; nothing was merged")
 
     def merge_adapter(self, adapter_names: list[str] | None = None, safe_merge: bool = False) -> None:
+        """Merge into every layer, or into none: every layer's merged weight is checked finite first, so
+        ``safe_merge`` (PEFT's flag for that check) holds whatever its value."""
         self._check_merge_is_finite(adapter_names)
         super().merge_adapter(adapter_names=adapter_names, safe_merge=safe_merge)
 

@@ -3,8 +3,8 @@
 PEFT 0.21 resolves every adapter through its ``PeftType`` enum (``register_peft_method`` refuses a
 name the enum lacks, and ``adapter_config.json`` is read back through ``PeftType(value)``), and
 the enum has no public way to grow. This module adds the member the way ``enum`` itself stores
-members, once, at import. ``tests/test_peft_registration.py`` fails loudly if PEFT or Python
-change how that works; the PEFT versions it is tested with are pinned in ``pyproject.toml``.
+members, once, at import. ``test_import_registers_ropo_with_peft`` (``tests/test_peft_integration.py``)
+fails loudly if PEFT or Python change how that works; the PEFT versions it is tested with are pinned in ``pyproject.toml``.
 Once PEFT ships RoPO (or lets plugins add types), this module is all that goes away.
 """
 

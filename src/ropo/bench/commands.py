@@ -7,7 +7,7 @@ import dataclasses
 
 import torch
 
-from ropo.adapter.errors import RoPOConfigError
+from ropo.errors import RoPOConfigError
 
 
 def _layers(values: list[str]) -> dict[str, int]:
@@ -27,7 +27,7 @@ def _layers(values: list[str]) -> dict[str, int]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ropo.bench.methods import METHODS, TARGETS
+    from ropo.bench.methods import METHODS, TARGETS, is_method, trains_every_weight
     from ropo.bench.models import model_spec
     from ropo.bench.report import table, write_json
     from ropo.bench.runner import QUICK_PLAN, BenchPlan, default_device, run_bench
@@ -54,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
                 setattr(plan, name, getattr(args, name))
         for model in plan.models:
             model_spec(model)
-        unknown = [m for m in plan.methods if m not in METHODS] + [t for t in plan.targets if t not in TARGETS]
+        unknown = [m for m in plan.methods if not is_method(m)] + [t for t in plan.targets if t not in TARGETS]
         if unknown:
             raise RoPOConfigError(f"unknown method(s)/targets {unknown}; methods: {METHODS}, targets: {list(TARGETS)}")
         if args.layers:
@@ -68,7 +68,7 @@ def _run(args: argparse.Namespace) -> int:
         plan.device, plan.memory = device, not args.no_memory
         if args.inference:
             plan.mode = "inference"
-            plan.methods = [m for m in plan.methods if m != "full"]  # no adapter: the floor
+            plan.methods = [m for m in plan.methods if not trains_every_weight(m)]  # no adapter: the floor
         plan.dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
         rows = run_bench(plan, args.threads)
         print(table(rows))

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ropo.adapter.errors import RoPOConfigError, RoPOError
-from ropo.bench.methods import INFERENCE_ONLY, prepare, trainable_parameters
+from ropo.errors import RoPOConfigError, RoPOError
+from ropo.bench.methods import inference_only, prepare, trainable_parameters
 from ropo.bench.models import build_model, model_spec, scaled_vocab
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -60,7 +60,7 @@ class Trainee:
 
     def __init__(self, method: str, model: nn.Module, settings: RunSettings) -> None:
         self.method, self.mode = method, settings.mode
-        if method in INFERENCE_ONLY and settings.mode != "inference":
+        if inference_only(method) and settings.mode != "inference":
             raise RoPOConfigError(f"method {method!r} is timed in inference mode only (--inference)")
         self.model = prepare(method, model, settings.targets).to(settings.device).train()
         parameters = [p for p in self.model.parameters() if p.requires_grad]

@@ -1,8 +1,9 @@
 """The methods the benchmark compares, each set up on a fresh copy of the same model.
 
-Adapters come from the one method table (``ropo.methods``). The benchmark adds the frozen
-floor, and RoPO twice: with the reference operators (``ropo``) and the fused path
-(``ropo_fast``, what training uses).
+Every row but the frozen floor is a benchmark variant of a method of the registry
+(``ropo.methods``): RoPO twice, with the reference operators (``ropo``) and the fused path
+(``ropo_fast``, what training uses), and once merged into the weights (``ropo_merged``, timed in
+inference mode only: it must cost exactly what the base model does).
 """
 
 from __future__ import annotations
@@ -12,60 +13,78 @@ from typing import Any
 from peft import get_peft_model
 from torch import nn
 
-from ropo.adapter.errors import RoPOConfigError
-from ropo.methods import ADAPTER_METHODS, FULL, adapter_config
+from ropo.errors import RoPOConfigError
+from ropo.methods import DEFAULT_TARGET_MODULES, REGISTRY, BenchVariant, Method, find_method
 
-#: benchmark method → (adapter method in ``ropo.methods``, options on top of its defaults).
-ADAPTED: dict[str, tuple[str, dict[str, Any]]] = {
-    "lora": ("lora", {}),
-    "dora": ("dora", {}),
-    "oft": ("oft", {}),
-    "hra": ("hra", {}),
-    "boft": ("boft", {}),
-    "ropo": ("ropo", {"preset": "ropo-2025", "rotation_backend": "reference"}),
-    "ropo_fast": ("ropo", {"preset": "ropo-2025", "rotation_backend": "auto"}),
-}
-#: Timed in inference mode only: RoPO folded into the weights (``merge_and_unload``), which must
-#: cost exactly what the base model does.
-MERGED = "ropo_merged"
-INFERENCE_ONLY = (MERGED,)
-METHODS = ("floor", *ADAPTED, FULL, *INFERENCE_ONLY)
+#: The frozen model, forward + backward to the inputs: what any method costs at least.
+FLOOR = "floor"
+#: benchmark name → (registry method, variant), in the order the registry lists them.
+VARIANTS: dict[str, tuple[Method, BenchVariant]] = {v.name: (m, v) for m in REGISTRY.values() for v in m.bench}
+INFERENCE_ONLY = tuple(name for name, (_, variant) in VARIANTS.items() if variant.merged)
+METHODS = (FLOOR, *(name for name in VARIANTS if name not in INFERENCE_ONLY), *INFERENCE_ONLY)
 
 
-def _settings(method: str) -> dict[str, Any]:
-    adapter, options = ADAPTED[method]
-    class_name, defaults = ADAPTER_METHODS[adapter]
-    return {"peft": class_name, **defaults, **options}
+def _variant(name: str) -> tuple[Method, BenchVariant] | None:
+    """The registry's variant ``name`` (``lora-r<k>`` included), or None."""
+    if name in VARIANTS:
+        return VARIANTS[name]
+    method = find_method(name)
+    return (method, method.bench[0]) if method is not None and method.name == name and method.bench else None
+
+
+def _settings(method: Method, variant: BenchVariant) -> dict[str, Any]:
+    if not method.has_adapter:
+        return {"description": variant.description}
+    described = {"description": variant.description} if variant.description else {}
+    return {"peft": method.config_class, **method.defaults, **variant.options, **described}
 
 
 #: The settings of each method, recorded in every result row.
 METHOD_SETTINGS: dict[str, dict[str, Any]] = {
-    "floor": {"description": "frozen model, forward + backward to the inputs, no adapter, no optimizer"},
-    **{method: _settings(method) for method in ADAPTED},
-    FULL: {"description": "every weight trained"},
-    MERGED: {**_settings("ropo_fast"), "description": "ropo_fast merged into the weights (merge_and_unload)"},
+    FLOOR: {"description": "frozen model, forward + backward to the inputs, no adapter, no optimizer"},
+    **{name: _settings(*pair) for name, pair in VARIANTS.items()},
 }
 
 #: ``--targets`` values and the module names they mean.
-TARGETS = {"q,v": ["q_proj", "v_proj"], "all-linear": "all-linear"}
+TARGETS = {"q,v": list(DEFAULT_TARGET_MODULES), "all-linear": "all-linear"}
+
+
+def is_method(name: str) -> bool:
+    return name == FLOOR or _variant(name) is not None
+
+
+def method_settings(name: str) -> dict[str, Any]:
+    """What a result row records about ``name``."""
+    return METHOD_SETTINGS[name] if name in METHOD_SETTINGS else _settings(*_variant(name))
+
+
+def inference_only(name: str) -> bool:
+    """Timed in inference mode only (folded into the weights)."""
+    return name in INFERENCE_ONLY
+
+
+def trains_every_weight(name: str) -> bool:
+    """A method without an adapter: in inference mode it is the floor again."""
+    entry = _variant(name)
+    return entry is not None and not entry[0].has_adapter
 
 
 def prepare(method: str, model: nn.Module, targets: str) -> nn.Module:
     """``model`` (which it takes over) set up for training with ``method`` on ``targets``."""
-    if method not in METHODS:
-        raise RoPOConfigError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    if not is_method(method):
+        raise RoPOConfigError(f"unknown method {method!r}; known: {', '.join(METHODS)}, lora-r<k>")
     if targets not in TARGETS:
         raise RoPOConfigError(f"unknown targets {targets!r}; known: {', '.join(TARGETS)}")
-    if method == FULL:
-        return model.requires_grad_(True)
-    if method == "floor":
+    if method == FLOOR:
         model.requires_grad_(False)
         model.enable_input_require_grads()  # backward runs through every layer, as with an adapter
         return model
-    if method == MERGED:
-        return prepare("ropo_fast", model, targets).merge_and_unload()
-    adapter, options = ADAPTED[method]
-    return get_peft_model(model, adapter_config(adapter, {**options, "target_modules": TARGETS[targets]}))
+    entry, variant = _variant(method)
+    if not entry.has_adapter:
+        return model.requires_grad_(True)
+    config = entry.peft_config({**variant.options, "target_modules": TARGETS[targets]}, source=f"bench {method}")
+    peft_model = get_peft_model(model, config)
+    return peft_model.merge_and_unload() if variant.merged else peft_model
 
 
 def trainable_parameters(model: nn.Module) -> int:

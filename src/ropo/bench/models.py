@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ropo.adapter.errors import RoPOConfigError
+from ropo.errors import RoPOConfigError
 
 
 @dataclass(frozen=True)

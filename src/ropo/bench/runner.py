@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from ropo.bench.environment import environment
 from ropo.bench.measure import MEMORY_MEASURE, RunSettings, measure_memory, time_methods
-from ropo.bench.methods import INFERENCE_ONLY, METHOD_SETTINGS, METHODS
+from ropo.bench.methods import INFERENCE_ONLY, METHODS, method_settings
 from ropo.bench.models import model_info, model_spec
 from ropo.bench.report import add_ratios
 
@@ -68,7 +68,7 @@ def run_bench(plan: BenchPlan, threads: int | None = None) -> list[dict]:
                     "batch_size": plan.batch_size, "seq_len": plan.seq_len,
                     "tokens_per_step": plan.batch_size * plan.seq_len, "steps": plan.steps,
                     "model_config": model_info(model_spec(model), layers),
-                    "method_config": METHOD_SETTINGS[method],
+                    "method_config": method_settings(method),
                     "environment": env,
                 }
                 if plan.memory:

@@ -9,15 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ropo.demo.modes import LEARNING_RATES, METHODS, DemoMode
+from ropo.layout import DEMO_METRICS_FILE, DEMO_SUMMARY_FILE
+from ropo.demo.modes import METHODS, DemoMode
 from ropo.io import atomic_write_text
+from ropo.methods import DEFAULT_TARGET_MODULES, get_method
 from ropo.metrics.energy import HE_CHANGE, he_change_summary
 
 if TYPE_CHECKING:
-    from ropo.training.recipe import Recipe
+    from ropo.training.spec import RunSpec
 
-METRICS_FILE = "metrics.json"
-SUMMARY_FILE = "summary.md"
 #: The contract other tools read: every value is a number.
 CONTRACT_KEYS = ("win_rate", "mean_length", "distinct_2", "self_bleu", "retention_accuracy", "he_change",
                  "trainable_params", "train_seconds")
@@ -30,19 +30,19 @@ class DemoResult:
     summary: Path
 
 
-def demo_recipe(method: str, mode: DemoMode, model: str, output_dir: Path, seed: int, extra: Sequence[str] = ()):
-    """One method's recipe: the same data, steps, batch, schedule and β for every method, then
+def demo_spec(method: str, mode: DemoMode, model: str, output_dir: Path, seed: int, extra: Sequence[str] = ()) -> RunSpec:
+    """One method's run: the same data, steps, batch, schedule and β for every method, then
     ``extra`` overrides (``key=value``, as for ``ropo train``) for this method only."""
-    from ropo.training.recipe import load_recipe
+    from ropo.training.spec import load_spec
 
-    trained_as = METHODS[method]
-    overrides = {
-        "output_dir": str(output_dir), "method": trained_as, "seed": seed,
+    trained_as = get_method(method)
+    settings = {
+        "output_dir": str(output_dir), "method": trained_as.name, "seed": seed,
         "model.name_or_path": model, "data.train": "demo",
         # Only the pairs the steps will reach: the reference log-probs are computed for every row.
         "data.max_rows": mode.max_steps * mode.batch_size,
-        "adapter": {} if trained_as != "ropo" else {"target_modules": ["q_proj", "v_proj"]},
-        "training.beta": 0.1, "training.loss_type": "sigmoid", "training.learning_rate": LEARNING_RATES[trained_as],
+        "adapter": {"target_modules": list(DEFAULT_TARGET_MODULES)} if trained_as.has_adapter else {},
+        "training.beta": 0.1, "training.loss_type": "sigmoid", "training.learning_rate": trained_as.learning_rate,
         "training.lr_scheduler_type": "cosine", "training.warmup_steps": 0.1,
         "training.max_steps": mode.max_steps, "training.per_device_train_batch_size": mode.batch_size,
         "training.max_length": mode.max_length, "training.logging_steps": 1, "training.save_steps": mode.save_steps,
@@ -52,18 +52,7 @@ def demo_recipe(method: str, mode: DemoMode, model: str, output_dir: Path, seed:
         "sample_every": max(1, mode.max_steps // 2), "sample_prompts": 4, "sample_max_new_tokens": mode.max_new_tokens,
         "metrics_every": max(1, mode.max_steps // 2),
     }
-    return load_recipe(None, [f"{key}={json.dumps(value)}" for key, value in overrides.items()] + list(extra))
-
-
-def _has_complete_checkpoint(run_dir: Path) -> bool:
-    from ropo.training.recipe import RecipeError
-    from ropo.training.run import last_complete_checkpoint
-
-    try:
-        last_complete_checkpoint(run_dir)
-    except RecipeError:
-        return False
-    return True
+    return load_spec(None, list(extra), settings)
 
 
 def train_all(
@@ -74,38 +63,14 @@ def train_all(
 
     A finished run made with other settings is never reused: that is an error naming them.
     """
+    from ropo.training.reuse import train_or_reuse
+
     runs = {}
     for method in methods:
         run_dir = out / "runs" / method
-        train_or_reuse(demo_recipe(method, mode, model, run_dir, seed, (overrides or {}).get(method, ())), run_dir, method)
+        train_or_reuse(demo_spec(method, mode, model, run_dir, seed, (overrides or {}).get(method, ())), method, "demo")
         runs[method] = run_dir
     return runs
-
-
-def train_or_reuse(recipe: Recipe, run_dir: Path, name: str, command: str = "demo") -> bool:
-    """Train ``recipe`` into ``run_dir`` unless a run finished there; an interrupted run resumes
-    from its last complete checkpoint. True if it trained now, False if the finished run was reused.
-
-    A finished run made with other settings is never reused: that is an error naming them.
-    """
-    from ropo.training.recipe import RecipeError
-    from ropo.models.runs import final_weights_dir
-    from ropo.training.run import recipe_differences, train
-
-    if final_weights_dir(run_dir, recipe.method).is_dir():
-        changed = recipe_differences(run_dir, recipe)
-        if changed:
-            raise RecipeError(f"{run_dir} was trained with other settings (in {changed}): choose another --out or delete it")
-        print(f"[{command}] {name}: already trained in {run_dir}")
-        return False
-    resume = _has_complete_checkpoint(run_dir)
-    if not resume and run_dir.exists():
-        import shutil
-
-        shutil.rmtree(run_dir)  # started but never checkpointed: nothing to keep
-    print(f"[{command}] training {name} ({'resuming' if resume else 'from the start'})")
-    train(recipe, resume=resume)
-    return True
 
 
 def evaluate_all(runs: dict[str, Path], mode: DemoMode, model: str, out: Path, seed: int) -> dict[str, dict[str, Any]]:
@@ -127,7 +92,7 @@ def evaluate_all(runs: dict[str, Path], mode: DemoMode, model: str, out: Path, s
     loaded = {method: load_run(path) for method, path in runs.items()}
     candidates = [
         Candidate(method, run.model, run.tokenizer, source=str(runs[method]), method=run.method,
-                  base_model=base.model if run.method == "full" else None)
+                  base_model=None if get_method(run.method).has_adapter else base.model)
         for method, run in loaded.items()
     ]
     results = {r.name: r for r in evaluate_models(candidates, prompts, options, out / "eval", baseline=base, prompt_source="ropo demo task (test split)")}
@@ -202,6 +167,6 @@ def run_demo(
     runs = train_all(methods, mode, model, out, seed, overrides)
     summary = evaluate_all(runs, mode, model, out, seed)
     report, _ = build_report([*runs.values(), out / "eval"], out / "report")
-    metrics_path = atomic_write_text(out / METRICS_FILE, json.dumps(summary, indent=2) + "\n")
-    table = atomic_write_text(out / SUMMARY_FILE, summary_table(summary))
+    metrics_path = atomic_write_text(out / DEMO_METRICS_FILE, json.dumps(summary, indent=2) + "\n")
+    table = atomic_write_text(out / DEMO_SUMMARY_FILE, summary_table(summary))
     return DemoResult(report, metrics_path, table)

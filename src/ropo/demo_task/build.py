@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ropo.adapter.errors import RoPOConfigError
+from ropo.errors import RoPOConfigError
 from ropo.demo_task import judge
 from ropo.demo_task.records import BUILD_INFO, SPLITS, TEST_PROMPTS, TaskDataError, read_json, write_json, write_jsonl
 from ropo.generation import Prompt, SamplingSettings, generate

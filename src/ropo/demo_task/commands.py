@@ -7,7 +7,7 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-from ropo.adapter.errors import RoPOConfigError
+from ropo.errors import RoPOConfigError
 from ropo.demo_task.build import BuildSettings, build_dataset, cached_build, write_dataset
 from ropo.demo_task.records import TaskDataError, load_prompts
 from ropo.models.default import cache_root

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ropo.adapter.errors import RoPOError
+from ropo.errors import RoPOError
 from ropo.demo_task.judge import check_errors
 from ropo.io import atomic_write_text, read_json_rows
 

@@ -1,6 +1,6 @@
 """The error evaluation raises on bad input (a prompt file, a judge spec, a run directory)."""
 
-from ropo.adapter.errors import RoPOError
+from ropo.errors import RoPOError
 
 
 class EvaluationError(RoPOError, ValueError):

@@ -19,6 +19,7 @@ from typing import Any
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from ropo.layout import EVAL_FILE
 from ropo.adapter import merged_for_inference, orthogonality_error
 from ropo.evaluation.drift import DEFAULT_HE_MODULES, Reference, generation_kl, layer_energies
 from ropo.evaluation.errors import EvaluationError
@@ -28,10 +29,9 @@ from ropo.evaluation.judges import Judge, win_rate
 from ropo.evaluation.retention import QAItem, lm_eval_scores, qa_probe
 from ropo.io import atomic_write_text
 from ropo.metrics import distinct_n, he_change_summary, length_stats, repetition_rate, self_bleu
+from ropo.metrics.catalogue import REPETITION_N
 
-EVAL_FILE = "eval.json"
 FORMAT = "ropo-eval/1"
-REPETITION_N = 3
 
 
 @dataclass

@@ -17,15 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ropo.layout import DEMO_METRICS_FILE, EVAL_FILE, FRONTIER_FILE, REPORT_FILE, RUN_METRICS_FILE
 from ropo.evaluation.errors import EvaluationError
-from ropo.evaluation.evaluate import EVAL_FILE
 from ropo.evaluation.plots import WIDE_FIGURES, Series, all_figures
 from ropo.io import atomic_write, atomic_write_text
+from ropo.metrics.catalogue import metric
 
-METRICS_FILE = "metrics.jsonl"  # written by `ropo train` in each run directory
-REPORT_FILE = "report.html"
-SUMMARY_FILE = "metrics.json"
-FRONTIER_FILE = "frontier.json"  # written by `ropo frontier` in its study folder
 
 
 @dataclass(frozen=True)
@@ -52,25 +49,30 @@ ASPECTS = {
     "drift": "Drift from the base",
 }
 
+def _column(key: str, label: str, fmt: str, aspect: str = "") -> Column:
+    """A column of a catalogue metric: its direction is the catalogue's."""
+    return Column(key, label, metric(key).direction, fmt, aspect)
+
+
 COLUMNS = (
-    Column("win_rate", "Win rate vs baseline", +1, "%", "preference"),
-    Column("judge_score", "Judge score (mean)", +1, ".3g", "preference"),
-    Column("reward_margin", "Reward margin, last step (train)", +1, ".3g", "training"),
-    Column("reward_accuracy", "Reward accuracy, last step (train)", +1, "%", "training"),
-    Column("mean_length", "Mean answer length (tokens)", 0, ".1f"),
-    Column("length_median", "Median answer length (tokens)", 0, ".0f"),
-    Column("hit_limit_rate", "Answers cut at the token limit", -1, "%", "length"),
-    Column("distinct_1", "Distinct-1", +1, ".3f", "diversity"),
-    Column("distinct_2", "Distinct-2", +1, ".3f", "diversity"),
-    Column("self_bleu", "Self-BLEU between samples", -1, ".1f", "diversity"),
-    Column("repetition_3", "Repeated 3-grams within an answer", -1, "%", "diversity"),
-    Column("qa_accuracy", "QA probe accuracy", +1, "%", "retention"),
-    Column("qa_accuracy_base", "QA probe accuracy of the base", 0, "%"),
-    Column("qa_answer_logprob_change", "Answer log-likelihood change vs base (nats)", +1, "+.3f", "retention"),
-    Column("kl_to_reference", "KL(policy ‖ base) per answer (nats)", -1, ".3g", "drift"),
-    Column("he_change", "Mean |HE change| per layer (relative)", -1, ".2e", "drift"),
-    Column("he_change_max", "Max |HE change| per layer (relative)", -1, ".2e", "drift"),
-    Column("orthogonality_error", "Orthogonality error max|QᵀQ−I|", -1, ".1e"),
+    _column("win_rate", "Win rate vs baseline", "%", "preference"),
+    _column("judge_score", "Judge score (mean)", ".3g", "preference"),
+    _column("reward_margin", "Reward margin, last step (train)", ".3g", "training"),
+    _column("reward_accuracy", "Reward accuracy, last step (train)", "%", "training"),
+    _column("mean_length", "Mean answer length (tokens)", ".1f"),
+    _column("length_median", "Median answer length (tokens)", ".0f"),
+    _column("hit_limit_rate", "Answers cut at the token limit", "%", "length"),
+    _column("distinct_1", "Distinct-1", ".3f", "diversity"),
+    _column("distinct_2", "Distinct-2", ".3f", "diversity"),
+    _column("self_bleu", "Self-BLEU between samples", ".1f", "diversity"),
+    _column("repetition_3", "Repeated 3-grams within an answer", "%", "diversity"),
+    _column("qa_accuracy", "QA probe accuracy", "%", "retention"),
+    _column("qa_accuracy_base", "QA probe accuracy of the base", "%"),
+    _column("qa_answer_logprob_change", "Answer log-likelihood change vs base (nats)", "+.3f", "retention"),
+    _column("kl_to_reference", "KL(policy ‖ base) per answer (nats)", ".3g", "drift"),
+    _column("he_change", "Mean |HE change| per layer (relative)", ".2e", "drift"),
+    _column("he_change_max", "Max |HE change| per layer (relative)", ".2e", "drift"),
+    _column("orthogonality_error", "Orthogonality error max|QᵀQ−I|", ".1e"),
 )
 
 
@@ -133,9 +135,9 @@ def collect_runs(paths: Sequence[str | Path]) -> tuple[list[ReportRun], list[dic
     for raw in paths:
         path = Path(raw)
         eval_file = path if path.is_file() else path / EVAL_FILE
-        metrics_file = path / METRICS_FILE
+        metrics_file = path / RUN_METRICS_FILE
         if not (eval_file.is_file() or metrics_file.is_file()):
-            raise EvaluationError(f"{path}: neither a training run ({METRICS_FILE}) nor `ropo eval` results ({EVAL_FILE})")
+            raise EvaluationError(f"{path}: neither a training run ({RUN_METRICS_FILE}) nor `ropo eval` results ({EVAL_FILE})")
         if metrics_file.is_file():
             name = path.resolve().name
             if name in runs and runs[name].training:
@@ -338,5 +340,5 @@ def build_report(paths: Sequence[str | Path], output_dir: str | Path) -> tuple[P
     for title, png in figures.items():
         atomic_write(output_dir / plot_file_name(title), lambda tmp, png=png: Path(tmp).write_bytes(png))
     report = atomic_write_text(output_dir / REPORT_FILE, render_html(runs, documents, figures, columns, best, frontiers))
-    metrics = atomic_write_text(output_dir / SUMMARY_FILE, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    metrics = atomic_write_text(output_dir / DEMO_METRICS_FILE, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return report, metrics

@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     frontier.add_argument("--quick", action="store_true",
                           help="a tiny random model, 3 checkpoints per series: a smoke test of the study (under a minute)")
     frontier.add_argument("--methods", default=None, metavar="SERIES,...",
-                          help=f"comma-separated series to run (default: all of {','.join(SERIES)})")
+                          help=f"comma-separated series to run (default: all of {','.join(SERIES)}; also any method of the "
+                               "registry with a frontier factor that no series trains, e.g. oft or lora-r<k>)")
     frontier.add_argument("--out", default=None, help=f"output folder (default: {DEFAULT_OUT}; with --quick {QUICK_OUT})")
     frontier.add_argument("--model", default=None, help="base model (default: SmolLM2-135M-Instruct; with --quick tiny:llama)")
     frontier.add_argument("--seed", type=int, default=0)

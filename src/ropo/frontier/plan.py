@@ -10,9 +10,9 @@ compared where their KL ranges overlap.
 Fairness rules, kept by construction here (and tested):
 - every series trains on the same data, steps, batch, schedule, β and seed;
 - every series is checkpointed at the same steps;
-- a method's learning rate is the demo's usual rate for it times a factor per method,
-  ``LEARNING_RATE_SCALES``, set so that each method's checkpoints reach the over-optimised regime
-  and the methods' KL ranges overlap (a frontier compares methods at equal KL, so the rates are a
+- a method's learning rate is its usual rate (the demo's) times a factor per method, both in the
+  method registry (``ropo.methods``; ``LEARNING_RATE_SCALES`` lists the factors), set so that each
+  method's checkpoints reach the over-optimised regime and the methods' KL ranges overlap (a frontier compares methods at equal KL, so the rates are a
   way to span KL, not a setting to win with). The factors come from measurements, not from the
   results they produce:
   - full DPO at 5e-5 (the demo's 5e-6 × 10) for 60 steps of 4 pairs reached a training margin of
@@ -32,19 +32,17 @@ magnitudes), so that series serves as both and is trained once.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ropo.adapter.errors import RoPOError
-from ropo.demo.modes import LEARNING_RATES
-from ropo.methods import DEFAULT_TARGET_MODULES
+from ropo.errors import RoPOError
+from ropo.methods import DEFAULT_TARGET_MODULES, REGISTRY, find_method, get_method
 
-#: Each method's usual learning rate (the demo's) is multiplied by its factor here: rates that
-#: reach over-optimisation within the study's steps with overlapping KL ranges (see the module
-#: docstring for the measurements behind them).
-LEARNING_RATE_SCALES = {"full": 10.0, "lora": 3.0, "ropo": 1.0}
+#: Each method's usual learning rate is multiplied by its factor (both in the method registry):
+#: rates that reach over-optimisation within the study's steps with overlapping KL ranges (see the
+#: module docstring for the measurements behind them).
+LEARNING_RATE_SCALES = {name: m.frontier_scale for name, m in REGISTRY.items() if m.frontier_scale is not None}
 #: A warm-up (``Budget.warmup_ratio``), then a constant rate: under a decaying schedule the last
 #: checkpoints bunch up at nearly the same KL, so fewer of them are distinct points of the curve.
 LR_SCHEDULER = "constant_with_warmup"
@@ -57,7 +55,7 @@ QUICK_MODEL = "tiny:llama"
 DEFAULT_MODEL = "default"
 
 if TYPE_CHECKING:
-    from ropo.training.recipe import Recipe
+    from ropo.training.spec import RunSpec
 
 _QV = list(DEFAULT_TARGET_MODULES)
 #: The preset every ablation changes one option of (compared with it in the ablation panels).
@@ -69,7 +67,7 @@ class SeriesSpec:
     """One curve of the study: a method with its adapter options, trained once."""
 
     name: str
-    method: str  # as ``ropo train`` calls it: ropo, full, lora
+    method: str  # a method of the registry (``ropo.methods``), as ``ropo train`` calls it
     adapter: dict[str, Any]
     description: str
     #: An ablation is compared with ``ropo-2025`` at the same budget (same steps, rate and
@@ -155,7 +153,8 @@ class StudyPlan:
     series: tuple[SeriesSpec, ...] = field(default_factory=tuple)
 
     def learning_rate(self, spec: SeriesSpec) -> float:
-        return LEARNING_RATES[spec.method] * LEARNING_RATE_SCALES[spec.method]
+        method = get_method(spec.method)
+        return method.learning_rate * method.frontier_scale
 
     def overrides(self, spec: SeriesSpec, run_dir: Path) -> dict[str, Any]:
         """The recipe of ``spec``'s run as ``ropo train`` overrides: everything but the method, its
@@ -175,15 +174,15 @@ class StudyPlan:
             "sample_every": 0, "metrics_every": 0,
         }
 
-    def recipe(self, spec: SeriesSpec, run_dir: Path) -> Recipe:
-        from ropo.training.recipe import load_recipe
+    def run_spec(self, spec: SeriesSpec, run_dir: Path) -> RunSpec:
+        from ropo.training.spec import load_spec
 
-        return load_recipe(None, [f"{key}={json.dumps(value)}" for key, value in self.overrides(spec, run_dir).items()])
+        return load_spec(None, settings=self.overrides(spec, run_dir))
 
     def describe(self) -> dict[str, Any]:
         """The plan as it is written into ``frontier.json``."""
         return {
-            "learning_rate_scales": LEARNING_RATE_SCALES, "lr_scheduler": LR_SCHEDULER,
+            "learning_rate_scales": {m: LEARNING_RATE_SCALES[m] for m in sorted({s.method for s in self.series})}, "lr_scheduler": LR_SCHEDULER,
             "beta": BETA, "loss_type": LOSS_TYPE, "checkpoint_steps": list(self.budget.checkpoint_steps),
             "series": {s.name: {"method": s.method, "adapter": s.adapter, "learning_rate": self.learning_rate(s),
                                 "description": s.description, "measured_steps": list(self.budget.measured_steps(s))}
@@ -195,17 +194,29 @@ class PlanError(RoPOError, ValueError):
     """A series name the study does not know."""
 
 
+def series_spec(name: str) -> SeriesSpec | None:
+    """The study's series ``name``, or a series for any registry method with a frontier factor that no
+    study series trains (``oft``, ``lora-r<k>``): its defaults on q/v. None if there is neither."""
+    if name in SERIES:
+        return SERIES[name]
+    method = find_method(name)
+    if method is None or method.frontier_scale is None or method.name in {s.method for s in SERIES.values()}:
+        return None
+    return SeriesSpec(method.name, method.name, {"target_modules": _QV} if method.has_adapter else {}, method.description)
+
+
 def build_plan(quick: bool = False, methods: list[str] | None = None, model: str | None = None, seed: int = 0) -> StudyPlan:
     """The default study (SmolLM2 on the demo task's pairs) or the quick one (a tiny random model);
     ``methods`` picks series by name (default: all of them)."""
     names = list(SERIES) if not methods else methods
-    unknown = [name for name in names if name not in SERIES]
+    unknown = [name for name in names if series_spec(name) is None]
     if unknown:
-        raise PlanError(f"unknown series {unknown}; choose from {', '.join(SERIES)}")
+        extra = [name for name in (*REGISTRY, "lora-r<k>") if name in REGISTRY and series_spec(name) or name == "lora-r<k>"]
+        raise PlanError(f"unknown series {unknown}; choose from {', '.join([*SERIES, *extra])}")
     return StudyPlan(
         model=model or (QUICK_MODEL if quick else DEFAULT_MODEL),
         data=DATA,
         budget=QUICK_BUDGET if quick else DEFAULT_BUDGET,
         seed=seed,
-        series=tuple(SERIES[name] for name in dict.fromkeys(names)),
+        series=tuple(series_spec(name) for name in dict.fromkeys(names)),
     )

@@ -26,10 +26,11 @@ from transformers import PreTrainedTokenizerBase
 
 from ropo.adapter import merged_for_inference
 from ropo.evaluation.drift import DEFAULT_HE_MODULES, Reference, generation_kl, layer_energies
-from ropo.evaluation.evaluate import REPETITION_N, answer_metrics
+from ropo.evaluation.evaluate import answer_metrics
 from ropo.generation import Generation, Prompt, SamplingSettings, generate
 from ropo.evaluation.judges import PointwiseJudge
 from ropo.evaluation.retention import QAItem, QAResult, qa_probe
+from ropo.metrics.catalogue import CATALOGUE, CI_SUFFIX, metric
 from ropo.metrics.energy import HE_CHANGE, he_change_summary
 from ropo.evaluation.statistics import (
     DEFAULT_CONFIDENCE,
@@ -44,45 +45,20 @@ from ropo.evaluation.statistics import (
 
 #: Bumped when what a point holds or how it is computed changes: older cached points are then not reused.
 POINT_FORMAT = "ropo-frontier-point/1"
-CI_SUFFIX = "_ci"
 #: The untuned model's method, series and (with step 0) point.
 BASE = "base"
 
 
-@dataclass(frozen=True)
-class Metric:
-    key: str
-    label: str
-    interval: bool = False  # the point also holds ``key + "_ci"``: [low, high]
-
-
-#: Every number measured at every point, the base included.
-METRICS = (
-    Metric("kl", "KL(π ‖ base) per answer (nats)", True),
-    Metric("judge_score", "judge score (mean)", True),
-    Metric("win_rate", "win rate vs base", True),
-    Metric("lc_win_rate", "length-controlled win rate vs base", True),
-    Metric("mean_length", "mean answer length (tokens)", True),
-    Metric("hit_limit_rate", "share of answers cut at the token limit"),
-    Metric("distinct_1", "distinct-1"),
-    Metric("distinct_2", "distinct-2"),
-    Metric("self_bleu", "self-BLEU between samples"),
-    Metric("repetition", f"repeated {REPETITION_N}-grams within an answer"),
-    Metric("retention_accuracy", "QA probe accuracy", True),
-    Metric("retention_change", "QA accuracy change vs base (paired)", True),
-    Metric("retention_log_likelihood", "QA gold-answer log-likelihood (nats)"),
-    Metric("he_change", "mean |relative HE change| per tracked layer"),
-)
+#: Every number measured at every point, the base included (declared in the metric catalogue).
+METRICS = tuple(CATALOGUE[key] for key in (
+    "kl", "judge_score", "win_rate", "lc_win_rate", "mean_length", "hit_limit_rate", "distinct_1", "distinct_2",
+    "self_bleu", "repetition", "retention_accuracy", "retention_change", "retention_log_likelihood", "he_change"))
 #: TRL's training-side symptoms of over-fitting up to the checkpoint (trained points only; see
 #: ``training_symptoms``): chosen and rejected log-probs both falling is DPO's known failure.
-TRAINING_METRICS = (
-    Metric("logps/chosen", "log p(chosen) on the training batches"),
-    Metric("logps/rejected", "log p(rejected) on the training batches"),
-    Metric("rewards/margins", "reward margin on the training batches"),
-)
+TRAINING_METRICS = tuple(CATALOGUE[key] for key in ("logps/chosen", "logps/rejected", "rewards/margins"))
 #: ``answer_metrics``' names → the point's.
-_ANSWER_KEYS = {"hit_limit_rate": "hit_limit_rate", "distinct_1": "distinct_1", "distinct_2": "distinct_2",
-                "self_bleu": "self_bleu", "repetition": f"repetition_{REPETITION_N}"}
+_ANSWER_KEYS = {key: metric(key).eval_key or key
+                for key in ("hit_limit_rate", "distinct_1", "distinct_2", "self_bleu", "repetition")}
 
 
 @dataclass

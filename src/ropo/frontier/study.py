@@ -29,10 +29,19 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from ropo.evaluation.report import FRONTIER_FILE
+from ropo.layout import (
+    DIVERGED_FILE,
+    FRONTIER_FILE,
+    FRONTIER_SUMMARY_FILE,
+    PLOTS_DIR,
+    POINTS_DIR,
+    RUN_METRICS_FILE,
+    RUNS_DIR,
+    TRAIN_SECONDS_FILE,
+)
 from ropo.evaluation.statistics import DEFAULT_SEED as BOOTSTRAP_SEED
 from ropo.frontier.plan import SeriesSpec, StudyPlan
-from ropo.frontier.summary import SUMMARY_FILE, summary_table
+from ropo.frontier.summary import summary_table
 from ropo.frontier.points import (
     BASE,
     METRICS,
@@ -46,18 +55,13 @@ from ropo.frontier.points import (
     training_symptoms,
 )
 from ropo.io import atomic_write, atomic_write_text, read_jsonl_records
+from ropo.methods import get_method
 
 if TYPE_CHECKING:
     from ropo.training.recipe import Recipe
+    from ropo.training.spec import RunSpec
 
 FORMAT = "ropo-frontier/1"
-POINTS_DIR = "points"
-PLOTS_DIR = "plots"
-RUNS_DIR = "runs"
-TRAIN_SECONDS_FILE = "train_seconds.json"
-#: Written into a run folder whose training stopped on a non-finite value: its checkpoints up to
-#: then are measured, and the run is not retried while its recipe stays the same.
-DIVERGED_FILE = "diverged.json"
 
 
 @dataclass
@@ -157,14 +161,14 @@ class Study:
                             **cached["point"]})
         return BaseAnswers(cached["answers"], cached["probe_correct"])
 
-    def train(self, spec: SeriesSpec, run_dir: Path) -> Recipe:
+    def train(self, spec: SeriesSpec, run_spec: RunSpec) -> Recipe:
         """Train (or resume, or reuse) ``spec``'s run and return its recipe; a run that diverged
         keeps the checkpoints it wrote before."""
-        from ropo.demo.run import train_or_reuse
         from ropo.training.guards import NonFiniteError
+        from ropo.training.reuse import train_or_reuse
 
-        recipe = self.plan.recipe(spec, run_dir)
-        marker = run_dir / DIVERGED_FILE
+        recipe = run_spec.recipe
+        marker = Path(recipe.output_dir) / DIVERGED_FILE
         self.bar.set_postfix_str(f"train {spec.name}")
         if marker.is_file() and json.loads(marker.read_text())["recipe"] == _without_output_dir(recipe):
             self.diverged[spec.name] = json.loads(marker.read_text())["error"]
@@ -172,7 +176,7 @@ class Study:
         else:
             started, trained = time.perf_counter(), True
             try:
-                trained = train_or_reuse(recipe, run_dir, spec.name, command="frontier")
+                trained = train_or_reuse(run_spec, spec.name, command="frontier")
             except NonFiniteError as error:
                 self.diverged[spec.name] = str(error)
                 atomic_write_text(marker, json.dumps({"error": str(error), "recipe": _without_output_dir(recipe)}) + "\n")
@@ -189,10 +193,9 @@ class Study:
         return recipe
 
     def measure_series(self, spec: SeriesSpec, base: BaseAnswers) -> None:
-        from ropo.models.runs import METRICS_FILE
-
         run_dir = self.out / RUNS_DIR / spec.name
-        recipe = self.plan.recipe(spec, run_dir)
+        run_spec = self.plan.run_spec(spec, run_dir)
+        recipe = run_spec.recipe
         pieces = {
             step: (f"{spec.name}-step{step:05d}",
                    {"recipe": _without_output_dir(recipe), "step": step, "evaluation": self.evaluation.describe()})
@@ -205,8 +208,8 @@ class Study:
             self.bar.update()
             records: list[dict[str, Any]] = []
         else:
-            recipe = self.train(spec, run_dir)
-            records = read_jsonl_records(run_dir / METRICS_FILE)
+            recipe = self.train(spec, run_spec)
+            records = read_jsonl_records(run_dir / RUN_METRICS_FILE)
         for step, (name, settings) in pieces.items():
             checkpoint = run_dir / "checkpoints" / f"checkpoint-{step}"
             if not self._is_cached(name, settings) and not (checkpoint / "trainer_state.json").is_file():
@@ -215,7 +218,7 @@ class Study:
 
             def compute(checkpoint: Path = checkpoint, step: int = step) -> dict[str, Any]:
                 model = self._load_checkpoint(spec, checkpoint)
-                base_model = self.base_model() if spec.method == "full" else None
+                base_model = None if get_method(spec.method).has_adapter else self.base_model()
                 return {"point": measure_checkpoint(model, self.tokenizer, self.evaluation, base, base_model),
                         "training": training_symptoms(records, step, self.plan.budget.save_steps)}
 
@@ -228,12 +231,9 @@ class Study:
             })
 
     def _load_checkpoint(self, spec: SeriesSpec, checkpoint: Path):
-        from ropo.adapter.api import load_adapter_model
-        from ropo.models.loading import load_base_model
+        from ropo.models.runs import load_trained
 
-        if spec.method == "full":
-            return load_base_model(str(checkpoint), "float32").eval()
-        return load_adapter_model(load_base_model(self.plan.model, "float32", self.plan.seed), checkpoint).eval()
+        return load_trained(spec.method, checkpoint, self.plan.model, "float32", self.plan.seed).eval()
 
     def document(self, plots: list[dict[str, str]]) -> dict[str, Any]:
         sampling = self.evaluation.sampling.as_dict()
@@ -291,5 +291,5 @@ def run_study(plan: StudyPlan, out: str | Path, progress: bool = True) -> StudyR
         path = atomic_write(out / PLOTS_DIR / plot_file(title), lambda tmp, png=png: Path(tmp).write_bytes(png))
         written.append({"title": title, "file": str(path.relative_to(out))})
     frontier = atomic_write_text(out / FRONTIER_FILE, json.dumps(study.document(written), indent=2) + "\n")
-    atomic_write_text(out / SUMMARY_FILE, summary_table(study.points))
+    atomic_write_text(out / FRONTIER_SUMMARY_FILE, summary_table(study.points))
     return StudyResult(frontier, [out / item["file"] for item in written], study.reused, study.computed)

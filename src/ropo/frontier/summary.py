@@ -11,8 +11,6 @@ from typing import Any
 
 from ropo.frontier.points import CI_SUFFIX
 
-SUMMARY_FILE = "summary.md"
-
 
 def _interval(scale: float, digits: int, sign: str = "") -> Callable[[dict[str, Any], str], str]:
     """The estimate and its interval; ``sign="+"`` writes the sign of a change."""

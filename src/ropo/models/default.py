@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
-from ropo.adapter.errors import RoPOError
+from ropo.errors import RoPOError
 from ropo.io import atomic_directory
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"

@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from ropo.adapter.errors import RoPOError
+from ropo.errors import RoPOError
 from ropo.models import resolve_model_name
 from ropo.tiny_models import TINY_ARCHITECTURES, tiny_causal_lm, tiny_tokenizer
 
 TINY_PREFIX = "tiny:"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+#: The dtypes a base model loads in (a recipe's ``model.dtype``; ``auto``: the checkpoint's own).
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
 
 class ModelLoadError(RoPOError):
@@ -36,12 +37,12 @@ def load_base_model(name_or_path: str, dtype: str = "float32", seed: int = 0) ->
         architecture = name_or_path[len(TINY_PREFIX) :]
         if architecture not in TINY_ARCHITECTURES:
             raise ModelLoadError(f"model {name_or_path!r}: tiny models are {[TINY_PREFIX + a for a in TINY_ARCHITECTURES]}")
-        model = tiny_causal_lm(architecture, vocab_size=len(tiny_tokenizer()), seed=seed, dtype=_DTYPES[dtype] if dtype != "auto" else torch.float32)
+        model = tiny_causal_lm(architecture, vocab_size=len(tiny_tokenizer()), seed=seed, dtype=DTYPES[dtype] if dtype != "auto" else torch.float32)
         # Recorded by PEFT in every adapter (base_model_name_or_path), so errors can name the base.
         model.name_or_path = model.config._name_or_path = name_or_path
         return model
     path = resolve_model_name(name_or_path)
     try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[dtype])
+        return AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"model {name_or_path!r}: cannot load ({error})") from None

@@ -14,17 +14,17 @@ import yaml
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from ropo.layout import RECIPE_FILE, RUN_METRICS_FILE
 from ropo.adapter.api import load_adapter_model
-from ropo.adapter.errors import RoPOLoadError
+from ropo.errors import RoPOLoadError
+from ropo.methods import get_method
 from ropo.models.loading import load_base_model, load_tokenizer
 
-RECIPE_FILE = "recipe.yaml"
-METRICS_FILE = "metrics.jsonl"
 
 
 def final_weights_dir(run_dir: Path, method: str) -> Path:
-    """Adapters go to ``adapter/``; full fine-tuning writes a whole model to ``model/``."""
-    return run_dir / ("model" if method == "full" else "adapter")
+    """Where ``method``'s final weights go (``Method.weights_dir``)."""
+    return run_dir / get_method(method).weights_dir
 
 
 @dataclass
@@ -41,7 +41,15 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The run's metric records; a half-written last line (a run killed mid-write) is skipped."""
     from ropo.io import read_jsonl_records
 
-    return read_jsonl_records(run_dir / METRICS_FILE)
+    return read_jsonl_records(run_dir / RUN_METRICS_FILE)
+
+
+def load_trained(method: str, weights: Path, base_name: str, dtype: str, seed: int = 0) -> nn.Module:
+    """A run's weights (its final folder or a checkpoint): a whole model for a method without an
+    adapter, else the base model with the adapter loaded onto it."""
+    if not get_method(method).has_adapter:
+        return load_base_model(str(weights), dtype)
+    return load_adapter_model(load_base_model(base_name, dtype, seed), weights)
 
 
 def load_run(path: str | Path) -> LoadedRun:
@@ -57,10 +65,6 @@ def load_run(path: str | Path) -> LoadedRun:
     weights = final_weights_dir(run_dir, method)
     if not weights.is_dir():
         raise RoPOLoadError(f"{run_dir}: no trained weights in {weights.name}/ (did the run finish?)")
-    if method == "full":
-        model = load_base_model(str(weights), recipe["model"]["dtype"])
-    else:
-        base = load_base_model(base_name, recipe["model"]["dtype"], recipe.get("seed", 0))
-        model = load_adapter_model(base, weights)
+    model = load_trained(method, weights, base_name, recipe["model"]["dtype"], recipe.get("seed", 0))
     return LoadedRun(name=run_dir.name, method=method, model=model.eval(), tokenizer=load_tokenizer(str(weights)),
                      base_name_or_path=base_name, metrics=read_metrics(run_dir))

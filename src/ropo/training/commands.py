@@ -6,11 +6,10 @@ import argparse
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ropo.training.recipe import load_recipe
     from ropo.training.run import train
+    from ropo.training.spec import load_spec
 
-    recipe = load_recipe(args.recipe, args.overrides)
-    result = train(recipe, resume=args.resume, force=args.force, restart=args.restart)
+    result = train(load_spec(args.recipe, args.overrides), resume=args.resume, force=args.force, restart=args.restart)
     if result.finished:
         print(f"run in {result.run_dir} had already finished; nothing was changed")
     else:
@@ -27,6 +26,8 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from ropo.models.loading import DTYPES
+
     train = subparsers.add_parser(
         "train",
         help="align a model with DPO (RoPO or a baseline) from a YAML recipe",
@@ -50,5 +51,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     merge.add_argument("--force", action="store_true",
                        help="replace --out even if it is a file or a non-empty folder not written by ropo merge "
                             "(a folder holding the adapter or its run is never replaced)")
-    merge.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    merge.add_argument("--dtype", default="float32", choices=[name for name in DTYPES if name != "auto"])
     merge.set_defaults(func=_merge)

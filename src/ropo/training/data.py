@@ -15,7 +15,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from ropo.adapter.errors import RoPOError
+from ropo.errors import RoPOError
 from ropo.io import read_json_rows
 
 COLUMNS = ("prompt", "chosen", "rejected")

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from ropo.adapter.errors import RoPOError
+from ropo.errors import RoPOError
 
 #: RoPO scales each output neuron by ``exp(g)``. Beyond ``|g| = ln 10`` a neuron is amplified or
 #: damped more than tenfold: no longer a preference adjustment of a pretrained layer, and

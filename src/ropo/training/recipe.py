@@ -1,4 +1,8 @@
-"""Training recipes: a YAML file plus ``key=value`` overrides, validated before any model loads."""
+"""Training recipes: a YAML file plus ``key=value`` overrides, parsed and checked key by key.
+
+The first step of ``ropo train``: it imports nothing of training above it. ``ropo.training.spec``
+resolves a parsed recipe into the run specification (PEFT config and ``DPOConfig``) that is trained.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,16 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
-from ropo.adapter.errors import RoPOError
-from ropo.methods import ADAPTER_METHODS, FULL
+from ropo.errors import RoPOError
+from ropo.methods import REGISTRY, find_method, get_method, known_names
+from ropo.models.loading import DTYPES
 
-METHODS = (*ADAPTER_METHODS, FULL)
-MODEL_DTYPES = ("float32", "bfloat16", "float16", "auto")
+MODEL_DTYPES = tuple(DTYPES)
 
 
 class RecipeError(RoPOError, ValueError):
@@ -182,6 +187,17 @@ def _merge_section(cls: type, values: Any, prefix: str, source: str) -> Any:
     return cls(**result)
 
 
+def _set(values: dict[str, Any], key: str, value: Any, item: str) -> None:
+    """Set the dotted ``key`` of ``values``, creating sections as needed; ``item`` is what errors quote."""
+    node = values
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise RecipeError(f"override {item!r}: {part!r} is not a section")
+    node[leaf] = value
+
+
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``["training.beta=0.2", "adapter={}"]`` to a recipe mapping (values parsed as YAML).
 
@@ -193,47 +209,42 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise RecipeError(f"override {item!r} must look like key=value (e.g. training.beta=0.2)")
-        node = values
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise RecipeError(f"override {item!r}: {part!r} is not a section")
-        node[leaf] = parse_yaml(raw) if raw else ""
+        _set(values, key, parse_yaml(raw) if raw else "", item)
     return values
 
 
-def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
-    """Read, merge and validate a recipe. Raises RecipeError naming the key and file."""
-    source = str(path) if path else "<defaults>"
-    values: Any = {}
-    if path is not None:
-        from ropo.io import read_text_file
+def _read_values(path: str | Path) -> dict[str, Any]:
+    from ropo.io import read_text_file
 
-        text = read_text_file(Path(path), RecipeError, "recipe file")
-        try:
-            values = parse_yaml(text) or {}
-        except yaml.YAMLError as error:
-            raise RecipeError(f"{path}: not valid YAML ({error})") from None
-        if not isinstance(values, dict):
-            raise RecipeError(f"{path}: a recipe must be a mapping of keys, got {type(values).__name__}")
+    text = read_text_file(Path(path), RecipeError, "recipe file")
+    try:
+        values = parse_yaml(text) or {}
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(values, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of keys, got {type(values).__name__}")
+    return values
+
+
+def parse_recipe(path: str | Path | None, overrides: list[str] = (),
+                 settings: Mapping[str, Any] | None = None) -> tuple[Recipe, str]:
+    """Read, merge and check a recipe, and the source its errors name. ``settings`` (dotted keys and
+    typed values, as a program sets them) apply before ``overrides`` (``key=value`` strings, as a
+    user types them). Raises RecipeError naming the key and file."""
+    source = str(path) if path else "<defaults>"
+    values = _read_values(path) if path is not None else {}
+    for key, value in (settings or {}).items():
+        _set(values, key, copy.deepcopy(value), key)
     if overrides:
         values = apply_overrides(values, list(overrides))
         source += " + command-line overrides"
     recipe = _merge_section(Recipe, values, "", source)
-    if recipe.method in METHODS:
+    method = find_method(recipe.method)
+    if method is not None:
+        recipe.method = method.name
         recipe.adapter = adapter_options(recipe.adapter, recipe.method, source)
     validate_recipe(recipe, source)
-    return recipe
-
-
-def _option_names(method: str) -> set[str]:
-    """The adapter options ``method`` takes (``full`` only names the layers it tracks)."""
-    if method == FULL:
-        return {"target_modules"}
-    from ropo.methods import config_class
-
-    return {f.name for f in dataclasses.fields(config_class(ADAPTER_METHODS[method][0])) if f.init}
+    return recipe, source
 
 
 def adapter_options(adapter: dict[str, Any], method: str, source: str) -> dict[str, Any]:
@@ -246,9 +257,9 @@ def adapter_options(adapter: dict[str, Any], method: str, source: str) -> dict[s
     own = adapter.get(method, {})
     if not isinstance(own, dict):
         raise RecipeError(f"{source}: adapter.{method} must be a mapping of {method}'s options, got {own!r}")
-    shared = {key: value for key, value in adapter.items() if key not in METHODS}
-    takes = _option_names(method)
-    others = {other: _option_names(other) for other in METHODS if other != method}
+    shared = {key: value for key, value in adapter.items() if find_method(key) is None}
+    takes = get_method(method).option_names()
+    others = {other: entry.option_names() for other, entry in REGISTRY.items() if other != method}
     aside = {
         key: sorted(other for other, names in others.items() if key in names)
         for key in shared if key not in takes and key not in own
@@ -261,9 +272,9 @@ def adapter_options(adapter: dict[str, Any], method: str, source: str) -> dict[s
 
 
 def validate_recipe(recipe: Recipe, source: str) -> None:
-    """Checks that need no model: method, dtypes, adapter options, TRL options."""
-    if recipe.method not in METHODS:
-        raise RecipeError(f"{source}: method must be one of {METHODS}, got {recipe.method!r}")
+    """Checks of the recipe's own keys (the adapter and TRL options are checked when it is resolved)."""
+    if find_method(recipe.method) is None:
+        raise RecipeError(f"{source}: method must be one of {known_names()}, got {recipe.method!r}")
     if recipe.model.dtype not in MODEL_DTYPES:
         raise RecipeError(f"{source}: model.dtype must be one of {MODEL_DTYPES}, got {recipe.model.dtype!r}")
     for key in ("sample_every", "sample_prompts", "sample_max_new_tokens", "metrics_every"):
@@ -274,11 +285,6 @@ def validate_recipe(recipe: Recipe, source: str) -> None:
     if not recipe.output_dir.strip():
         raise RecipeError(f"{source}: output_dir is empty: name the run's folder (e.g. output_dir=runs/my-run)")
     _check_output_layer(recipe, source)
-    from ropo.training.methods import build_adapter_config
-    from ropo.training.trl_config import build_dpo_config
-
-    build_adapter_config(recipe, source)
-    build_dpo_config(recipe, source)
 
 
 #: Output layers TRL multiplies by directly (``lm_head.weight``): an adapter there is never used.
@@ -287,7 +293,7 @@ _OUTPUT_LAYERS = ("lm_head",)
 
 def _check_output_layer(recipe: Recipe, source: str) -> None:
     targets = recipe.adapter.get("target_modules")
-    if recipe.method == FULL or targets is None:
+    if not get_method(recipe.method).has_adapter or targets is None:
         return
     if isinstance(targets, str):
         try:

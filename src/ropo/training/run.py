@@ -1,4 +1,4 @@
-"""``train(recipe)``: one DPO run, from validated inputs to a reloadable adapter."""
+"""``train(spec)``: one DPO run, from a resolved run specification to reloadable weights."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from typing import Any
 import torch
 import yaml
 from accelerate import PartialState
-from datasets import load_from_disk
+from datasets import Dataset, load_from_disk
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
+from ropo.layout import ENVIRONMENT_FILE, LOCK_FILE, RECIPE_FILE, RUN_METRICS_FILE, TRAIN_SUMMARY_FILE
 from ropo.generation import Prompt
 from ropo.io import atomic_directory, atomic_write_text, drop_partial_last_line, is_disk_full
 from ropo.paths import DiskFullError, FolderLock, check_output_dir, check_writable, output_path
@@ -26,19 +28,14 @@ from ropo.training import guards
 from ropo.models.weights import tracked_layers
 from ropo.training.callbacks import EnergyTracker, ProgressBar, RunMonitor
 from ropo.training.data import PreferenceData, load_preference_data
-from ropo.training.lengths import fit_to_max_length
+from ropo.training.lengths import LengthReport, fit_to_max_length
 from ropo.models.loading import load_base_model, load_tokenizer
-from ropo.models.runs import METRICS_FILE, RECIPE_FILE, final_weights_dir
-from ropo.training.methods import build_adapter_config, tracked_module_names
+from ropo.models.runs import final_weights_dir
 from ropo.training.recipe import Recipe, RecipeError
-from ropo.training.trl_config import build_dpo_config
+from ropo.training.spec import RunSpec, resolve
 
-ENVIRONMENT_FILE = "environment.json"
-SUMMARY_FILE = "train_summary.json"
-#: Held by the run writing the folder; a second run into it is refused, naming the first's PID.
-LOCK_FILE = ".ropo.lock"
 #: What a run writes into its folder: all ``--restart`` removes (anything else there is kept).
-RUN_ENTRIES = (RECIPE_FILE, METRICS_FILE, ENVIRONMENT_FILE, SUMMARY_FILE, "data", "checkpoints", "adapter", "model")
+RUN_ENTRIES = (RECIPE_FILE, RUN_METRICS_FILE, ENVIRONMENT_FILE, TRAIN_SUMMARY_FILE, "data", "checkpoints", "adapter", "model")
 _PACKAGES = ("ropo", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "safetensors")
 
 
@@ -62,8 +59,10 @@ def environment(recipe: Recipe) -> dict[str, Any]:
     }
 
 
-def _check_run_dir(run_dir: Path, recipe: Recipe, resume: bool, force: bool, restart: bool, max_steps: int) -> str:
-    """What to do with ``run_dir``: ``new``, ``resume``, ``restart`` or ``finished`` (nothing to do).
+def _check_run_dir(run_dir: Path, recipe: Recipe, resume: bool, force: bool, restart: bool,
+                   max_steps: int) -> tuple[str, list[str]]:
+    """What to do with ``run_dir`` (``new``, ``resume``, ``restart`` or ``finished``: nothing to do),
+    and the recipe's changes since the run started (``recipe_changes``; none unless resuming).
 
     Never overwrites a run (or a folder of anything else) by accident, and never resumes a run
     with a different recipe unless ``force``.
@@ -75,9 +74,9 @@ def _check_run_dir(run_dir: Path, recipe: Recipe, resume: bool, force: bool, res
         if resume:
             raise RecipeError(f"--resume: {run_dir} holds no run to resume (it has no {RECIPE_FILE})")
         check_output_dir(run_dir, "output_dir", force=force, ignored={LOCK_FILE})
-        return "new"
+        return "new", []
     if restart:
-        return "restart"
+        return "restart", []
     if not resume:
         if run_finished(run_dir, recipe.method, max_steps):
             raise RecipeError(f"{run_dir} already holds a run, and it finished: pass --restart to discard it and "
@@ -93,14 +92,14 @@ def _check_run_dir(run_dir: Path, recipe: Recipe, resume: bool, force: bool, res
             "put it back, or pass --force to continue the run with the new recipe"
         )
     if run_finished(run_dir, recipe.method, max_steps):
-        return "finished"
+        return "finished", changed
     last_complete_checkpoint(run_dir)  # or an error that says to --restart
-    return "resume"
+    return "resume", changed
 
 
 def run_finished(run_dir: Path, method: str, max_steps: int) -> bool:
     """A run whose final weights and summary were written, at ``max_steps`` (when it is set)."""
-    summary = run_dir / SUMMARY_FILE
+    summary = run_dir / TRAIN_SUMMARY_FILE
     if not (final_weights_dir(run_dir, method).is_dir() and summary.is_file()):
         return False
     try:
@@ -226,8 +225,8 @@ def _write_run_files(run_dir: Path, recipe: Recipe, resume: bool, train_data: Pr
             atomic_directory(run_dir / "data" / name, lambda tmp, d=data: d.dataset.save_to_disk(str(tmp)))
 
 
-def train(recipe: Recipe, resume: bool = False, force: bool = False, restart: bool = False) -> TrainResult:
-    """Train ``recipe.method`` with DPO; returns the run directory and the trained model.
+def train(spec: RunSpec | Recipe, resume: bool = False, force: bool = False, restart: bool = False) -> TrainResult:
+    """Train ``spec`` (a recipe is resolved first) with DPO; returns the run directory and the trained model.
 
     Everything that can be checked without the model (recipe, output folder, data rows,
     lengths) is checked before the model loads, so a bad row never stops a run after step 1.
@@ -235,10 +234,12 @@ def train(recipe: Recipe, resume: bool = False, force: bool = False, restart: bo
     ``restart`` discards it and starts again; ``force`` writes into a non-empty folder that
     holds no run, or resumes although the recipe or the data changed.
     """
+    spec = spec if isinstance(spec, RunSpec) else resolve(spec)
+    recipe = spec.recipe
     run_dir = output_path(recipe.output_dir, "output_dir")
     with contextlib.ExitStack() as held:
         try:
-            return _train(recipe, run_dir, resume, force, restart, held)
+            return _train(spec, run_dir, resume, force, restart, held)
         except guards.NonFiniteError as error:
             raise guards.NonFiniteError(f"{error}; {_what_was_kept(run_dir, recipe.method)}") from None
         except (OSError, RuntimeError) as error:
@@ -260,85 +261,122 @@ def _what_was_kept(run_dir: Path, method: str) -> str:
     return f"{kept}; the final {weights.name}/ was {'kept as it was' if weights.is_dir() else 'not written'}"
 
 
-def _train(recipe: Recipe, run_dir: Path, resume: bool, force: bool, restart: bool,
+def _train(spec: RunSpec, run_dir: Path, resume: bool, force: bool, restart: bool,
            held: contextlib.ExitStack) -> TrainResult:
+    """The phases of a run, in order: run folder, data, trainer, fit, save."""
     from transformers import set_seed
 
-    from trl import DPOTrainer
-
-    args = build_dpo_config(recipe, "recipe")
-    state = PartialState(cpu=args.use_cpu)  # the processes of this run (one, or one per DDP rank)
-    check_writable(run_dir, "output_dir")
-    if state.is_main_process:
-        held.enter_context(FolderLock(run_dir, "output_dir", LOCK_FILE))
-    plan = _check_run_dir(run_dir, recipe, resume, force, restart, args.max_steps)
+    state = PartialState(cpu=spec.dpo_config.use_cpu)  # the processes of this run (one, or one per DDP rank)
+    plan, changes = _prepare_folder(spec, run_dir, resume, force, restart, held, state)
     if plan == "finished":
         return TrainResult(run_dir, None, finished=True)
-    if plan == "restart" and state.is_main_process:
-        _restart(run_dir)
-    resume = plan == "resume"
-    changes = recipe_changes(run_dir, recipe) if resume else []
-    state.wait_for_everyone()
-    tokenizer = load_tokenizer(recipe.model.name_or_path)
-    train_data = load_preference_data(recipe.data.train, recipe.data.split, recipe.data.max_rows)
-    train_data, lengths = fit_to_max_length(train_data, tokenizer, args.max_length)
-    eval_data = None
-    if recipe.data.eval:
-        eval_data, _ = fit_to_max_length(load_preference_data(recipe.data.eval, recipe.data.eval_split), tokenizer, args.max_length)
-    if resume:
-        changes += _check_same_data(run_dir, train_data, eval_data, force)
-
-    with state.main_process_first():
-        if state.is_main_process:
-            _write_run_files(run_dir, recipe, resume, train_data, eval_data, lengths, changes)
-            if resume:
-                drop_partial_last_line(run_dir / METRICS_FILE)  # a killed run can leave half a record
-        train_dataset = load_from_disk(str(run_dir / "data" / "train"))
-        eval_dataset = load_from_disk(str(run_dir / "data" / "eval")) if eval_data else None
-
-    set_seed(recipe.seed)
+    data = _prepare_data(spec, run_dir, plan == "resume", force, state, changes)
+    tokenizer = data.tokenizer
+    set_seed(spec.recipe.seed)
     started = time.perf_counter()  # includes the reference pass: it is part of DPO's cost
-    # TRL's own PEFT path for every adapter method: it wraps the model, uses the adapter-disabled
-    # model as the reference (no second copy) and saves adapter-only checkpoints.
-    trainer = DPOTrainer(
-        model=load_base_model(recipe.model.name_or_path, recipe.model.dtype, recipe.seed),
-        args=args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        peft_config=build_adapter_config(recipe, "recipe"),
-    )
-    model = trainer.model
-    trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    # Built before train() loads a checkpoint, so HE changes are measured from the base weights.
-    monitor = RunMonitor(
-        run_dir / METRICS_FILE,
-        EnergyTracker(model, tracked_layers(model, tracked_module_names(recipe))) if recipe.metrics_every else None,
-        tokenizer,
-        _sample_prompts(eval_data or train_data, recipe.sample_prompts),
-        recipe.sample_every,
-        recipe.sample_max_new_tokens,
-        recipe.metrics_every,
-        {"data_chosen_mean_length": lengths.mean_chosen_tokens, "data_rejected_mean_length": lengths.mean_rejected_tokens},
-    )
-    trainer.add_callback(monitor)
-    trainer.remove_callback(ProgressBar.__mro__[1])
-    trainer.add_callback(ProgressBar)
-    guards.install(trainer, magnitudes=recipe.method == "ropo", hint=f"; try a lower training.learning_rate (now {args.learning_rate:g})")
-    checkpoint = last_complete_checkpoint(run_dir) if resume else None
-    if checkpoint is not None and 0 < args.max_steps <= checkpoint_step(checkpoint):
-        _load_last_checkpoint(trainer, checkpoint)  # trained to the end, the final save failed: no extra step
-    else:
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    trainer, trainable_params = _build_trainer(spec, run_dir, data, tokenizer)
+    _fit(trainer, run_dir, spec.dpo_config.max_steps, plan == "resume")
     if trainer.is_world_process_zero():
-        _save_final(trainer, tokenizer, final_weights_dir(run_dir, recipe.method))
+        _save_final(trainer, tokenizer, final_weights_dir(run_dir, spec.recipe.method))
         summary = {
             "train_seconds": time.perf_counter() - started,
             "global_step": trainer.state.global_step,
             "trainable_params": trainable_params,
         }
-        atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(run_dir / TRAIN_SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     return TrainResult(run_dir, trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False))
+
+
+def _prepare_folder(spec: RunSpec, run_dir: Path, resume: bool, force: bool, restart: bool,
+                    held: contextlib.ExitStack, state: PartialState) -> tuple[str, list[str]]:
+    """Lock the run folder and decide what to do in it (``_check_run_dir``); a restart clears it first."""
+    check_writable(run_dir, "output_dir")
+    if state.is_main_process:
+        held.enter_context(FolderLock(run_dir, "output_dir", LOCK_FILE))
+    plan, changes = _check_run_dir(run_dir, spec.recipe, resume, force, restart, spec.dpo_config.max_steps)
+    if plan == "restart" and state.is_main_process:
+        _restart(run_dir)
+    return plan, changes
+
+
+@dataclass
+class _RunData:
+    """What the data phase hands the trainer: the tokenizer, the fitted rows and the datasets written."""
+
+    tokenizer: PreTrainedTokenizerBase
+    train: PreferenceData
+    eval: PreferenceData | None
+    lengths: LengthReport
+    train_dataset: Dataset
+    eval_dataset: Dataset | None
+
+
+def _prepare_data(spec: RunSpec, run_dir: Path, resume: bool, force: bool, state: PartialState,
+                  changes: list[str]) -> _RunData:
+    """Load and fit the rows, check them against a resumed run's, and write the run's files."""
+    recipe, max_length = spec.recipe, spec.dpo_config.max_length
+    changes = list(changes)
+    state.wait_for_everyone()
+    tokenizer = load_tokenizer(recipe.model.name_or_path)
+    train_data = load_preference_data(recipe.data.train, recipe.data.split, recipe.data.max_rows)
+    train_data, lengths = fit_to_max_length(train_data, tokenizer, max_length)
+    eval_data = None
+    if recipe.data.eval:
+        eval_data, _ = fit_to_max_length(load_preference_data(recipe.data.eval, recipe.data.eval_split), tokenizer, max_length)
+    if resume:
+        changes += _check_same_data(run_dir, train_data, eval_data, force)
+    with state.main_process_first():
+        if state.is_main_process:
+            _write_run_files(run_dir, recipe, resume, train_data, eval_data, lengths, changes)
+            if resume:
+                drop_partial_last_line(run_dir / RUN_METRICS_FILE)  # a killed run can leave half a record
+        train_dataset = load_from_disk(str(run_dir / "data" / "train"))
+        eval_dataset = load_from_disk(str(run_dir / "data" / "eval")) if eval_data else None
+    return _RunData(tokenizer, train_data, eval_data, lengths, train_dataset, eval_dataset)
+
+
+def _build_trainer(spec: RunSpec, run_dir: Path, data: _RunData, tokenizer: PreTrainedTokenizerBase) -> tuple[Any, int]:
+    """TRL's trainer with the run's monitor and guards, and its count of trainable parameters."""
+    from trl import DPOTrainer
+
+    recipe, args = spec.recipe, spec.dpo_config
+    # TRL's own PEFT path for every adapter method: it wraps the model, uses the adapter-disabled
+    # model as the reference (no second copy) and saves adapter-only checkpoints.
+    trainer = DPOTrainer(
+        model=load_base_model(recipe.model.name_or_path, recipe.model.dtype, recipe.seed),
+        args=args,
+        train_dataset=data.train_dataset,
+        eval_dataset=data.eval_dataset,
+        processing_class=tokenizer,
+        peft_config=spec.peft_config,
+    )
+    model = trainer.model
+    trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # Built before train() loads a checkpoint, so HE changes are measured from the base weights.
+    monitor = RunMonitor(
+        run_dir / RUN_METRICS_FILE,
+        EnergyTracker(model, tracked_layers(model, spec.tracked_modules)) if recipe.metrics_every else None,
+        tokenizer,
+        _sample_prompts(data.eval or data.train, recipe.sample_prompts),
+        recipe.sample_every,
+        recipe.sample_max_new_tokens,
+        recipe.metrics_every,
+        {"data_chosen_mean_length": data.lengths.mean_chosen_tokens, "data_rejected_mean_length": data.lengths.mean_rejected_tokens},
+    )
+    trainer.add_callback(monitor)
+    trainer.remove_callback(ProgressBar.__mro__[1])
+    trainer.add_callback(ProgressBar)
+    guards.install(trainer, magnitudes=spec.method.guards_magnitudes, hint=f"; try a lower training.learning_rate (now {args.learning_rate:g})")
+    return trainer, trainable_params
+
+
+def _fit(trainer, run_dir: Path, max_steps: int, resume: bool) -> None:
+    """Train, from the last complete checkpoint when resuming."""
+    checkpoint = last_complete_checkpoint(run_dir) if resume else None
+    if checkpoint is not None and 0 < max_steps <= checkpoint_step(checkpoint):
+        _load_last_checkpoint(trainer, checkpoint)  # trained to the end, the final save failed: no extra step
+    else:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
 
 def checkpoint_step(checkpoint: Path) -> int:

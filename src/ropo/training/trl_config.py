@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ropo.methods import FULL
+from ropo.methods import get_method
 from ropo.training.recipe import Recipe, RecipeError
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def build_dpo_config(recipe: Recipe, source: str) -> DPOConfig:
         if key not in fields:
             raise RecipeError(f"{source}: training.{key} is not an option of TRL's DPOConfig")
         _check_value(key, values[key], annotations.get(key), source)
-    if recipe.method == FULL:
+    if not get_method(recipe.method).has_adapter:
         # Adapter methods get their reference from TRL's PEFT path (the adapter disabled). Full
         # fine-tuning has no adapter to disable: its reference log-probs are computed from the
         # model before step 1, or TRL would load a second full copy of the model from its path.

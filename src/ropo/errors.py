@@ -1,4 +1,4 @@
-"""Errors a user can act on: each names what is wrong and where."""
+"""Errors a user can act on, below every other module: each names what is wrong and where."""
 
 
 class RoPOError(Exception):

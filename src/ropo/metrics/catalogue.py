@@ -1,0 +1,62 @@
+"""The metric catalogue: each metric declared once, with its key, label, direction and interval.
+
+Every table, summary and plot names its columns by these keys (a test checks it); a table keeps
+only its own header and number format. ``ropo eval`` still writes three metrics under older names
+(``eval_key``): the catalogue is where the two names of one measurement meet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Word n-grams counted by the repetition metric.
+REPETITION_N = 3
+#: A point holds ``key + CI_SUFFIX`` ([low, high]) for a metric with an interval.
+CI_SUFFIX = "_ci"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    key: str
+    label: str
+    direction: int = 0  # +1 higher is better, −1 lower is better, 0 neither
+    interval: bool = False  # measured with a 95 % bootstrap interval (``key + CI_SUFFIX``)
+    eval_key: str | None = None  # its name in ``ropo eval``'s results, where that differs
+
+
+CATALOGUE: dict[str, MetricSpec] = {m.key: m for m in (
+    MetricSpec("kl", "KL(π ‖ base) per answer (nats)", -1, True, eval_key="kl_to_reference"),
+    MetricSpec("judge_score", "judge score (mean)", +1, True),
+    MetricSpec("win_rate", "win rate vs base", +1, True),
+    MetricSpec("lc_win_rate", "length-controlled win rate vs base", +1, True),
+    MetricSpec("mean_length", "mean answer length (tokens)", 0, True),
+    MetricSpec("length_median", "median answer length (tokens)"),
+    MetricSpec("hit_limit_rate", "share of answers cut at the token limit", -1),
+    MetricSpec("distinct_1", "distinct-1", +1),
+    MetricSpec("distinct_2", "distinct-2", +1),
+    MetricSpec("self_bleu", "self-BLEU between samples", -1),
+    MetricSpec("repetition", f"repeated {REPETITION_N}-grams within an answer", -1, eval_key=f"repetition_{REPETITION_N}"),
+    MetricSpec("retention_accuracy", "QA probe accuracy", +1, True, eval_key="qa_accuracy"),
+    MetricSpec("qa_accuracy_base", "QA probe accuracy of the base"),
+    MetricSpec("retention_change", "QA accuracy change vs base (paired)", +1, True),
+    MetricSpec("retention_log_likelihood", "QA gold-answer log-likelihood (nats)", +1),
+    MetricSpec("retention_logprob_change", "QA gold-answer log-likelihood change vs base (nats)", +1,
+               eval_key="qa_answer_logprob_change"),
+    MetricSpec("he_change", "mean |relative HE change| per tracked layer", -1),
+    MetricSpec("he_change_max", "max |relative HE change| per tracked layer", -1),
+    MetricSpec("orthogonality_error", "orthogonality error max|QᵀQ−I|", -1),
+    MetricSpec("reward_margin", "reward margin, last step (train)", +1),
+    MetricSpec("reward_accuracy", "reward accuracy, last step (train)", +1),
+    MetricSpec("logps/chosen", "log p(chosen) on the training batches"),
+    MetricSpec("logps/rejected", "log p(rejected) on the training batches"),
+    MetricSpec("rewards/margins", "reward margin on the training batches", +1),
+    MetricSpec("trainable_params", "trainable parameters"),
+    MetricSpec("train_seconds", "training time (s)"),
+)}
+#: ``ropo eval``'s older names → the catalogue's.
+_BY_EVAL_KEY = {m.eval_key: m for m in CATALOGUE.values() if m.eval_key}
+
+
+def metric(key: str) -> MetricSpec:
+    """The catalogue entry named ``key`` (or named ``key`` in ``ropo eval``'s results)."""
+    return CATALOGUE[key] if key in CATALOGUE else _BY_EVAL_KEY[key]
