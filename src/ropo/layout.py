@@ -9,6 +9,11 @@ ENVIRONMENT_FILE = "environment.json"
 TRAIN_SUMMARY_FILE = "train_summary.json"
 #: Held by the run writing the folder; a second run into it is refused, naming the first's PID.
 LOCK_FILE = ".ropo.lock"
+#: Written first into every run folder ropo makes: a folder is a run only with it, so a user's own
+#: ``recipe.yaml`` or ``data/`` is never taken for a run's (and never removed by ``--restart``).
+RUN_MARKER = ".ropo-run"
+#: The run's copies of its data sets, inside ``data/`` (which may also hold the user's files).
+RUN_DATA_SPLITS = ("train", "eval")
 
 # ``ropo eval`` and the report.
 EVAL_FILE = "eval.json"

@@ -6,12 +6,11 @@ run resumes from its last complete checkpoint; one that never checkpointed start
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from ropo.models.runs import final_weights_dir
 from ropo.training.recipe import RecipeError
-from ropo.training.run import last_complete_checkpoint, recipe_differences, train
+from ropo.training.run import is_run, last_complete_checkpoint, recipe_differences, train
 from ropo.training.spec import RunSpec
 
 
@@ -37,8 +36,7 @@ def train_or_reuse(spec: RunSpec, name: str, command: str) -> bool:
         print(f"[{command}] {name}: already trained in {run_dir}")
         return False
     resume = has_complete_checkpoint(run_dir)
-    if not resume and run_dir.exists():
-        shutil.rmtree(run_dir)  # started but never checkpointed: nothing to keep
+    restart = not resume and is_run(run_dir)  # started but never checkpointed: only its own files go
     print(f"[{command}] training {name} ({'resuming' if resume else 'from the start'})")
-    train(spec, resume=resume)
+    train(spec, resume=resume, restart=restart)
     return True

@@ -20,7 +20,16 @@ from datasets import Dataset, load_from_disk
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from ropo.layout import ENVIRONMENT_FILE, LOCK_FILE, RECIPE_FILE, RUN_METRICS_FILE, TRAIN_SUMMARY_FILE
+from ropo.layout import (
+    DIVERGED_FILE,
+    ENVIRONMENT_FILE,
+    LOCK_FILE,
+    RECIPE_FILE,
+    RUN_DATA_SPLITS,
+    RUN_MARKER,
+    RUN_METRICS_FILE,
+    TRAIN_SUMMARY_FILE,
+)
 from ropo.generation import Prompt
 from ropo.io import atomic_directory, atomic_write_text, drop_partial_last_line, is_disk_full
 from ropo.paths import DiskFullError, FolderLock, check_output_dir, check_writable, output_path
@@ -34,8 +43,12 @@ from ropo.models.runs import final_weights_dir
 from ropo.training.recipe import Recipe, RecipeError
 from ropo.training.spec import RunSpec, resolve
 
-#: What a run writes into its folder: all ``--restart`` removes (anything else there is kept).
-RUN_ENTRIES = (RECIPE_FILE, RUN_METRICS_FILE, ENVIRONMENT_FILE, TRAIN_SUMMARY_FILE, "data", "checkpoints", "adapter", "model")
+#: What a run writes into its folder: all ``--restart`` removes (anything else there is kept,
+#: the user's own files in ``data/`` too).
+RUN_ENTRIES = (
+    RECIPE_FILE, RUN_METRICS_FILE, ENVIRONMENT_FILE, TRAIN_SUMMARY_FILE, DIVERGED_FILE,
+    *(f"data/{split}" for split in RUN_DATA_SPLITS), "checkpoints", "adapter", "model",
+)
 _PACKAGES = ("ropo", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "safetensors")
 
 
@@ -69,11 +82,12 @@ def _check_run_dir(run_dir: Path, recipe: Recipe, resume: bool, force: bool, res
     """
     if resume and restart:
         raise RecipeError("pass either --resume (continue the run) or --restart (start it again), not both")
-    saved = run_dir / RECIPE_FILE
-    if not saved.is_file():
-        if resume:
-            raise RecipeError(f"--resume: {run_dir} holds no run to resume (it has no {RECIPE_FILE})")
+    if not is_run(run_dir):
+        if resume or restart:
+            flag = "--resume" if resume else "--restart"
+            raise RecipeError(f"{flag}: {run_dir} is not a ropo run (no {RUN_MARKER} in it); nothing was changed")
         check_output_dir(run_dir, "output_dir", force=force, ignored={LOCK_FILE})
+        _refuse_to_overwrite(run_dir)
         return "new", []
     if restart:
         return "restart", []
@@ -109,16 +123,56 @@ def run_finished(run_dir: Path, method: str, max_steps: int) -> bool:
     return max_steps <= 0 or step >= max_steps
 
 
-def _restart(run_dir: Path) -> None:
-    """Remove what an earlier run wrote into ``run_dir``, and nothing else."""
+def is_run(run_dir: Path) -> bool:
+    """Whether ropo made ``run_dir``: its marker, or (runs from before the marker) its recipe
+    beside the environment record only ropo writes."""
+    if (run_dir / RUN_MARKER).is_file():
+        return True
+    try:
+        environment_record = json.loads((run_dir / ENVIRONMENT_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return (run_dir / RECIPE_FILE).is_file() and isinstance(environment_record, dict) and "ropo" in environment_record.get("packages", {})
+
+
+def _refuse_to_overwrite(run_dir: Path) -> None:
+    """A new run into a folder that holds files under the names a run writes (a user's own
+    ``recipe.yaml``, ``data/train``): refused even with ``--force``, since they would be replaced."""
+    taken = [name for name in RUN_ENTRIES if (run_dir / name).exists() or (run_dir / name).is_symlink()]
+    if taken:
+        raise RecipeError(
+            f"output_dir {run_dir} holds {', '.join(taken)}, which a run writes; they are not a ropo run's "
+            f"and would be replaced: choose another output_dir (e.g. {run_dir / 'run'})"
+        )
+
+
+def mark_run(run_dir: Path) -> None:
+    """Write the marker that makes ``run_dir`` a run (before any of the run's own files)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / RUN_MARKER, "a ropo training run: `ropo train --restart` removes only "
+                      + ", ".join(RUN_ENTRIES) + "\n")
+
+
+def _restart(run_dir: Path, recipe: Recipe) -> None:
+    """Remove what an earlier run wrote into ``run_dir``, and nothing else; refused (nothing
+    removed) when the recipe reads its data from one of those entries."""
     import shutil
 
-    for name in RUN_ENTRIES:
-        path = run_dir / name
+    entries = [run_dir / name for name in RUN_ENTRIES]
+    for data in filter(None, (recipe.data.train, recipe.data.eval)):
+        source = Path(data).expanduser().resolve()
+        inside = [entry for entry in entries if entry.resolve() == source or entry.resolve() in source.parents]
+        if inside:
+            raise RecipeError(f"--restart: the recipe's data {data} lies in {inside[0]}, which a restart removes; "
+                              "nothing was changed: move the data out of the run folder first")
+    for path in entries:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
+    data_dir = run_dir / "data"
+    if data_dir.is_dir() and not any(data_dir.iterdir()):
+        data_dir.rmdir()
 
 
 def recipe_changes(run_dir: Path, recipe: Recipe) -> list[str]:
@@ -294,8 +348,11 @@ def _prepare_folder(spec: RunSpec, run_dir: Path, resume: bool, force: bool, res
     if state.is_main_process:
         held.enter_context(FolderLock(run_dir, "output_dir", LOCK_FILE))
     plan, changes = _check_run_dir(run_dir, spec.recipe, resume, force, restart, spec.dpo_config.max_steps)
-    if plan == "restart" and state.is_main_process:
-        _restart(run_dir)
+    state.wait_for_everyone()  # every process has seen the folder as it was before it is marked
+    if state.is_main_process:
+        if plan == "restart":
+            _restart(run_dir, spec.recipe)
+        mark_run(run_dir)
     return plan, changes
 
 
