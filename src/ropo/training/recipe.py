@@ -285,6 +285,26 @@ def validate_recipe(recipe: Recipe, source: str) -> None:
     if not recipe.output_dir.strip():
         raise RecipeError(f"{source}: output_dir is empty: name the run's folder (e.g. output_dir=runs/my-run)")
     _check_output_layer(recipe, source)
+    _check_managed_training_keys(recipe, source)
+
+
+#: ``training`` keys TRL takes but ropo does the job of: set there, they would be ignored.
+_MANAGED_TRAINING_KEYS = {
+    "resume_from_checkpoint": "continue a run with `ropo train RECIPE --resume` (it checks the recipe and the "
+    "data against the run's); a checkpoint of another run is not a starting point ropo can check",
+}
+
+
+def _check_managed_training_keys(recipe: Recipe, source: str) -> None:
+    for key, instead in _MANAGED_TRAINING_KEYS.items():
+        if recipe.training.get(key) not in (None, False, ""):
+            raise RecipeError(f"{source}: training.{key} is not taken: {instead}")
+    if recipe.training.get("push_to_hub"):
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            raise RecipeError(f"{source}: training.push_to_hub needs the Hugging Face Hub, but HF_HUB_OFFLINE is set; "
+                              "unset it (and log in), or leave push_to_hub out and upload the adapter later")
 
 
 #: Output layers TRL multiplies by directly (``lm_head.weight``): an adapter there is never used.

@@ -1,0 +1,22 @@
+"""Recipe values TRL would accept and then ignore or fail on late (issue 20): each is an error
+from `ropo train` naming the key, before anything is loaded or written."""
+
+from pathlib import Path
+
+import pytest
+
+from ropo.cli import main as ropo_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("training.resume_from_checkpoint=other/checkpoint-10", "training.resume_from_checkpoint is not taken"),
+    ("training.push_to_hub=true", "training.push_to_hub needs the Hugging Face Hub, but HF_HUB_OFFLINE is set"),
+])
+def test_keys_that_would_be_ignored_or_fail_late_are_refused(tmp_path, monkeypatch, capsys, override, message):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "run"
+    assert ropo_main(["train", "configs/tiny.yaml", f"output_dir={out}", override]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
