@@ -20,3 +20,15 @@ def test_keys_that_would_be_ignored_or_fail_late_are_refused(tmp_path, monkeypat
     assert ropo_main(["train", "configs/tiny.yaml", f"output_dir={out}", override]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_max_length_shorter_than_every_completion_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "run"
+    assert ropo_main(["train", "configs/tiny.yaml", f"output_dir={out}", "training.max_length=4"]) == 2
+    err = capsys.readouterr().err
+    assert "every one of the 24 rows has a completion longer than max_length=4" in err and "max_length >= " in err
+    assert not out.exists() or not any(p.name != ".ropo.lock" for p in out.iterdir())
+    # and the same command with a working max_length then trains there, no --restart needed
+    assert ropo_main(["train", "configs/tiny.yaml", f"output_dir={out}", "training.max_steps=1", "sample_every=0",
+                      "metrics_every=0"]) == 0

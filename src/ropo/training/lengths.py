@@ -18,7 +18,7 @@ from typing import Any
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from ropo.training.data import PreferenceData
+from ropo.training.data import DataError, PreferenceData
 
 #: Room for the special tokens TRL adds (BOS, EOS).
 _SPECIAL_TOKENS = 2
@@ -138,6 +138,13 @@ def fit_to_max_length(
             f"{data.source}: {report.truncated_prompts} of {report.rows} rows exceed max_length={max_length}; "
             "their prompts were shortened from the start",
             stacklevel=2,
+        )
+    if report.rows and report.completions_over_limit == report.rows:
+        needed = min(max(c, r) for c, r in zip(report.chosen_lengths, report.rejected_lengths))
+        raise DataError(
+            f"{data.source}: every one of the {report.rows} rows has a completion longer than "
+            f"max_length={max_length} by itself, so no pair would be left to train on; the shortest pair "
+            f"needs max_length >= {needed} (set training.max_length)"
         )
     if report.completions_over_limit:
         warnings.warn(

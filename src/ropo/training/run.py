@@ -89,6 +89,10 @@ def _check_run_dir(run_dir: Path, recipe: Recipe, resume: bool, force: bool, res
         check_output_dir(run_dir, "output_dir", force=force, ignored={LOCK_FILE})
         _refuse_to_overwrite(run_dir)
         return "new", []
+    if not (run_dir / RECIPE_FILE).is_file():  # marked, then stopped before writing its recipe
+        if resume:
+            raise RecipeError(f"--resume: {run_dir} has no complete checkpoint yet; pass --restart to start it again from step 0")
+        return ("restart" if restart else "new"), []
     if restart:
         return "restart", []
     if not resume:
@@ -263,7 +267,7 @@ def _write_run_files(run_dir: Path, recipe: Recipe, resume: bool, train_data: Pr
     dataset's files, and an in-memory dataset would put them in a private temporary folder that
     the other DDP processes cannot see. It also keeps the exact rows a run trained on.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
+    mark_run(run_dir)  # first: from here on the folder is a run (every process has checked it)
     if not resume or any(not change.startswith("data.") for change in changes):
         atomic_write_text(run_dir / RECIPE_FILE, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     info = environment(recipe) | {
@@ -348,11 +352,8 @@ def _prepare_folder(spec: RunSpec, run_dir: Path, resume: bool, force: bool, res
     if state.is_main_process:
         held.enter_context(FolderLock(run_dir, "output_dir", LOCK_FILE))
     plan, changes = _check_run_dir(run_dir, spec.recipe, resume, force, restart, spec.dpo_config.max_steps)
-    state.wait_for_everyone()  # every process has seen the folder as it was before it is marked
-    if state.is_main_process:
-        if plan == "restart":
-            _restart(run_dir, spec.recipe)
-        mark_run(run_dir)
+    if plan == "restart" and state.is_main_process:
+        _restart(run_dir, spec.recipe)
     return plan, changes
 
 
