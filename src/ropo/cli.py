@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             return int(args.func(args) or 0)
         except RoPOError as error:
             print(f"ropo {args.command}: error: {error}", file=sys.stderr)
-            return 2
+            return error.exit_code
 
 
 if __name__ == "__main__":

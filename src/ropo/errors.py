@@ -4,6 +4,9 @@
 class RoPOError(Exception):
     """Base class for every error ropo raises on bad input."""
 
+    #: What the ``ropo`` command exits with when this error ends it.
+    exit_code = 2
+
 
 class RoPOConfigError(RoPOError, ValueError):
     """An invalid or unknown configuration option."""
@@ -19,3 +22,9 @@ class RoPOLoadError(RoPOError):
 
 class RoPOMergeError(RoPOError):
     """A merge that would write non-finite weights."""
+
+
+class RoPOInterrupted(RoPOError):
+    """A command stopped by Ctrl-C or SIGTERM; the message says what was kept and how to go on."""
+
+    exit_code = 130  # the shell's code for a command ended by SIGINT

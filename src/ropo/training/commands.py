@@ -3,13 +3,50 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+from ropo.errors import RoPOInterrupted
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's stop, `kill`) ends training as Ctrl-C does: with one line saying
+    what was kept, not silently."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(args: argparse.Namespace, run_dir: Path) -> RoPOInterrupted:
+    """The one line an interrupted ``ropo train`` ends with: what was kept and the command that goes on."""
+    from ropo.training.run import newest_complete_checkpoint
+
+    command = " ".join(["ropo train", args.recipe, *args.overrides])
+    kept = newest_complete_checkpoint(run_dir)
+    if kept is None:
+        return RoPOInterrupted(f"interrupted before the first complete checkpoint in {run_dir}; start again with: "
+                               f"{command} --restart")
+    return RoPOInterrupted(f"interrupted; {kept} is the last complete checkpoint; continue with: {command} --resume")
 
 
 def _train(args: argparse.Namespace) -> int:
     from ropo.training.run import train
     from ropo.training.spec import load_spec
 
-    result = train(load_spec(args.recipe, args.overrides), resume=args.resume, force=args.force, restart=args.restart)
+    spec = load_spec(args.recipe, args.overrides)
+    try:
+        with _sigterm_as_interrupt():
+            result = train(spec, resume=args.resume, force=args.force, restart=args.restart)
+    except KeyboardInterrupt:
+        raise _interrupted(args, Path(spec.recipe.output_dir)) from None
     if result.finished:
         print(f"run in {result.run_dir} had already finished; nothing was changed")
     else:

@@ -228,6 +228,12 @@ def _complete_checkpoints(run_dir: Path) -> list[Path]:
     ]
 
 
+def newest_complete_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint written to the end, or None."""
+    complete = _complete_checkpoints(run_dir) if run_dir.is_dir() else []
+    return max(complete, key=lambda path: int(path.name.removeprefix("checkpoint-"))) if complete else None
+
+
 def last_complete_checkpoint(run_dir: Path) -> Path:
     """The newest checkpoint that was written to the end (a killed run can leave a partial one)."""
     complete = _complete_checkpoints(run_dir)
