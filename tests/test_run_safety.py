@@ -19,7 +19,7 @@ from ropo.paths import DiskFullError, OutputPathError
 from ropo.training.guards import NonFiniteError, NonFiniteGuard
 from ropo.training.recipe import RecipeError
 from ropo.training.spec import load_recipe
-from ropo.training.run import train
+from ropo.training.run import last_complete_checkpoint, train
 from ropo.models.runs import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -281,3 +281,11 @@ def test_eval_of_a_missing_path_says_it_is_missing(capsys):
     assert ropo_main(["eval", "/path/that/does/not/exist", "--judge", "none"]) == 2
     err = capsys.readouterr().err
     assert "/path/that/does/not/exist: no such folder" in err and "Repo id" not in err
+
+
+def test_resume_skips_a_checkpoint_whose_state_was_cut_short(tmp_path):
+    """A kill while the trainer writes trainer_state.json (its last file) leaves it truncated."""
+    for step, text in ((2, '{"global_step": 2}'), (4, '{"global_step": 4, "log_hist')):
+        (tmp_path / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
+        (tmp_path / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").write_text(text)
+    assert last_complete_checkpoint(tmp_path).name == "checkpoint-2"

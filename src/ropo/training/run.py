@@ -221,11 +221,19 @@ def recipe_differences(run_dir: Path, recipe: Recipe) -> list[str]:
 
 
 def _complete_checkpoints(run_dir: Path) -> list[Path]:
-    """Checkpoints written to the end: the trainer writes ``trainer_state.json`` last."""
+    """Checkpoints written to the end: the trainer writes ``trainer_state.json`` last, and a run
+    killed while writing it leaves it cut short (so it must also parse)."""
     return [
         path for path in (run_dir / "checkpoints").glob("checkpoint-*")
-        if path.name.removeprefix("checkpoint-").isdigit() and (path / "trainer_state.json").is_file()
+        if path.name.removeprefix("checkpoint-").isdigit() and _state_is_whole(path / "trainer_state.json")
     ]
+
+
+def _state_is_whole(state: Path) -> bool:
+    try:
+        return isinstance(json.loads(state.read_text()).get("global_step"), int)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def newest_complete_checkpoint(run_dir: Path) -> Path | None:
