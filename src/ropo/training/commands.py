@@ -25,6 +25,15 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _close_progress_bars() -> None:
+    """Close the trainer's progress bars now: left open, tqdm redraws them at exit, after the
+    line that says how to go on."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def _interrupted(args: argparse.Namespace, run_dir: Path) -> RoPOInterrupted:
     """The one line an interrupted ``ropo train`` ends with: what was kept and the command that goes on."""
     from ropo.training.run import newest_complete_checkpoint
@@ -46,6 +55,7 @@ def _train(args: argparse.Namespace) -> int:
         with _sigterm_as_interrupt():
             result = train(spec, resume=args.resume, force=args.force, restart=args.restart)
     except KeyboardInterrupt:
+        _close_progress_bars()
         raise _interrupted(args, Path(spec.recipe.output_dir)) from None
     if result.finished:
         print(f"run in {result.run_dir} had already finished; nothing was changed")
