@@ -81,9 +81,10 @@ class RoPOConfig(PeftConfig):
     rotation_backend: str = field(
         default="auto",
         metadata={
-            "help": "'auto': the fused path (Triton kernels on CUDA when triton is installed, batched matmuls "
-            "elsewhere; the same Q and gradients, saving only each layer's input). 'reference': the plain "
-            "per-stage operators, for checking."
+            "help": "How Q·x is computed; every backend gives the same Q and gradients and saves only each "
+            "layer's input. 'auto': 'triton' on CUDA when triton is installed, else 'fused'. 'fused': batched "
+            "block matmuls, any device. 'triton': the Triton kernels (CUDA). 'reference': the plain per-stage "
+            "operators, for checking."
         },
     )
     init_weights: bool = field(

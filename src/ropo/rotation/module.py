@@ -13,15 +13,17 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ropo.rotation.fused import GivensPlan, fused_operands, fused_rotate, givens_plan, without_autocast
+from ropo.rotation.fused import FUSED_ENGINE, GivensPlan, RotationEngine, fused_operands, givens_plan, rotate_with, without_autocast
+from ropo.errors import RoPOConfigError
 from ropo.rotation.layout import GivensStage, givens_angle_count, givens_stages
 from ropo.rotation.operators import apply_givens_stage, apply_householder_pair
-from ropo.rotation.triton_rotation import triton_available, triton_rotate
+from ropo.rotation.triton_rotation import TRITON_ENGINE, triton_available
 
-#: How ``OrthogonalRotation.forward`` computes Q·x: ``auto`` takes the fused path (same Q and
-#: gradients, only x saved): Triton kernels on CUDA when triton is installed, batched matmuls
-#: otherwise; ``reference`` the plain operators.
-ROTATION_BACKENDS = ("auto", "reference")
+#: How ``OrthogonalRotation.forward`` computes Q·x (the same Q and gradients, only x saved):
+#: ``fused`` batched block matmuls (any device), ``triton`` the Triton kernels (CUDA tensors, or
+#: Triton's interpreter), ``auto`` Triton on CUDA when triton is installed and fused otherwise,
+#: ``reference`` the plain per-stage operators (slow; the definition the others are tested against).
+ROTATION_BACKENDS = ("auto", "fused", "triton", "reference")
 
 
 class KeepsAdapterDtype(nn.Module):
@@ -137,13 +139,23 @@ class OrthogonalRotation(KeepsAdapterDtype):
             return self._rotate(x)
 
     def _rotate(self, x: torch.Tensor) -> torch.Tensor:
-        if self.backend == "auto":
+        if self.backend != "reference":
             plan = givens_plan(self.dim, self.givens_layout, str(self.angles.device))
-            rotate = triton_rotate if x.is_cuda and triton_available(x) else fused_rotate
-            return rotate(x, plan, *self._fused_operands(plan))
+            return rotate_with(self._engine(x), x, plan, *self._fused_operands(plan))
         if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
             return checkpoint(self.rotate, x, use_reentrant=False)
         return self.rotate(x)
+
+    def _engine(self, x: torch.Tensor) -> RotationEngine:
+        """The engine ``backend`` names for ``x`` (``auto``: Triton where it can run)."""
+        if self.backend == "fused" or (self.backend == "auto" and not (x.is_cuda and triton_available(x))):
+            return FUSED_ENGINE
+        if not triton_available(x):
+            raise RoPOConfigError(
+                f"rotation backend 'triton' needs triton and a CUDA tensor (or TRITON_INTERPRET=1), got a "
+                f"{x.device.type} tensor: use rotation_backend='auto' or 'fused'"
+            )
+        return TRITON_ENGINE
 
     def _fused_operands(self, plan: GivensPlan) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """The fused path's update vectors and block matrices.
