@@ -91,8 +91,8 @@ class RewardModelJudge(PointwiseJudge):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         try:
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-            model = AutoModelForSequenceClassification.from_pretrained(name_or_path)
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
+            model = AutoModelForSequenceClassification.from_pretrained(name_or_path, trust_remote_code=False)
         except (OSError, ValueError) as error:
             raise EvaluationError(f"reward model {name_or_path!r}: cannot load ({error})") from None
         return cls(model.to(device), tokenizer, name=f"rm:{name_or_path}", **kwargs)

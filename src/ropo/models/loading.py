@@ -18,21 +18,30 @@ class ModelLoadError(RoPOError):
     """A base model or tokenizer that cannot be found or read."""
 
 
-def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+#: Said with every load error: a model whose code is its own needs the recipe's explicit consent.
+_REMOTE_CODE_HINT = "; if the model ships its own code and you trust it, set model.trust_remote_code: true"
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The tokenizer of ``name_or_path``; ``trust_remote_code`` is passed explicitly (never prompted)."""
     if name_or_path.startswith(TINY_PREFIX):
         return tiny_tokenizer()
     path = resolve_model_name(name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
-        raise ModelLoadError(f"model {name_or_path!r}: cannot load its tokenizer ({error})") from None
+        hint = "" if trust_remote_code else _REMOTE_CODE_HINT
+        raise ModelLoadError(f"model {name_or_path!r}: cannot load its tokenizer ({error}){hint}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_base_model(name_or_path: str, dtype: str = "float32", seed: int = 0) -> PreTrainedModel:
-    """A pretrained causal LM, or for ``tiny:<arch>`` a tiny random one (vocab of ``tiny_tokenizer``)."""
+def load_base_model(
+    name_or_path: str, dtype: str = "float32", seed: int = 0, trust_remote_code: bool = False
+) -> PreTrainedModel:
+    """A pretrained causal LM, or for ``tiny:<arch>`` a tiny random one (vocab of ``tiny_tokenizer``).
+    ``trust_remote_code`` is passed explicitly, so transformers never asks interactively."""
     if name_or_path.startswith(TINY_PREFIX):
         architecture = name_or_path[len(TINY_PREFIX) :]
         if architecture not in TINY_ARCHITECTURES:
@@ -43,6 +52,7 @@ def load_base_model(name_or_path: str, dtype: str = "float32", seed: int = 0) ->
         return model
     path = resolve_model_name(name_or_path)
     try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+        return AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
-        raise ModelLoadError(f"model {name_or_path!r}: cannot load ({error})") from None
+        hint = "" if trust_remote_code else _REMOTE_CODE_HINT
+        raise ModelLoadError(f"model {name_or_path!r}: cannot load ({error}){hint}") from None

@@ -34,6 +34,9 @@ class ModelSection:
     name_or_path: str = "default"
     #: dtype of the frozen base weights; adapters keep their own dtype (fp32).
     dtype: str = "float32"
+    #: Run Python code shipped with the model (transformers' ``trust_remote_code``). Off unless the
+    #: recipe says so: never left to an interactive prompt that ``yes | ropo train`` would answer.
+    trust_remote_code: bool = False
 
 
 @dataclass
@@ -153,12 +156,12 @@ _FREE_FORM = ("adapter", "training")
 
 
 def _check_type(key: str, value: Any, annotation: str, source: str) -> None:
-    """Scalar recipe fields are ``int`` or ``str``, optionally ``| None``."""
+    """Scalar recipe fields are ``int``, ``str`` or ``bool``, optionally ``| None``."""
     optional = annotation.endswith(" | None")
     kind = annotation.removesuffix(" | None")
     if value is None and optional:
         return
-    if not isinstance(value, {"int": int, "str": str}[kind]) or isinstance(value, bool):
+    if not isinstance(value, {"int": int, "str": str, "bool": bool}[kind]) or (kind != "bool" and isinstance(value, bool)):
         expected = f"{kind} or null" if optional else kind
         raise RecipeError(f"{source}: {key} must be {expected}, got {value!r}")
 

@@ -389,7 +389,7 @@ def _prepare_data(spec: RunSpec, run_dir: Path, resume: bool, force: bool, state
     recipe, max_length = spec.recipe, spec.dpo_config.max_length
     changes = list(changes)
     state.wait_for_everyone()
-    tokenizer = load_tokenizer(recipe.model.name_or_path)
+    tokenizer = load_tokenizer(recipe.model.name_or_path, recipe.model.trust_remote_code)
     train_data = load_preference_data(recipe.data.train, recipe.data.split, recipe.data.max_rows)
     train_data, lengths = fit_to_max_length(train_data, tokenizer, max_length)
     eval_data = None
@@ -415,7 +415,7 @@ def _build_trainer(spec: RunSpec, run_dir: Path, data: _RunData, tokenizer: PreT
     # TRL's own PEFT path for every adapter method: it wraps the model, uses the adapter-disabled
     # model as the reference (no second copy) and saves adapter-only checkpoints.
     trainer = DPOTrainer(
-        model=load_base_model(recipe.model.name_or_path, recipe.model.dtype, recipe.seed),
+        model=load_base_model(recipe.model.name_or_path, recipe.model.dtype, recipe.seed, recipe.model.trust_remote_code),
         args=args,
         train_dataset=data.train_dataset,
         eval_dataset=data.eval_dataset,
