@@ -64,13 +64,22 @@ def test_bad_yaml_and_missing_file(tmp_path):
         load_recipe(tmp_path / "missing.yaml")
 
 
-def test_cli_reports_recipe_errors_before_loading_anything(tmp_path, capsys, monkeypatch):
+def _forbid_loading(monkeypatch) -> None:
+    """Make any model or tokenizer load fail, where it is looked up and where training bound it
+    (imported here first, so that no module binds the stand-in for good)."""
     import ropo.models.loading as loading
+    import ropo.training.run as run
 
     def must_not_load(*args, **kwargs):
         raise AssertionError("a model was loaded before the recipe was validated")
 
-    monkeypatch.setattr(loading, "load_base_model", must_not_load)
+    for module in (loading, run):
+        monkeypatch.setattr(module, "load_base_model", must_not_load)
+        monkeypatch.setattr(module, "load_tokenizer", must_not_load)
+
+
+def test_cli_reports_recipe_errors_before_loading_anything(tmp_path, capsys, monkeypatch):
+    _forbid_loading(monkeypatch)
     code = ropo_main(["train", str(REPO / "configs/tiny.yaml"), f"output_dir={tmp_path}", "training.beta=high"])
     assert code == 2
     assert "training.beta must be float" in capsys.readouterr().err
@@ -122,13 +131,7 @@ def test_loss_types_are_trls():
 
 
 def test_cli_refuses_invalid_trl_values_before_loading_a_model(tmp_path, capsys, monkeypatch):
-    import ropo.models.loading as loading
-
-    def must_not_load(*args, **kwargs):
-        raise AssertionError("a model was loaded before the recipe was validated")
-
-    monkeypatch.setattr(loading, "load_base_model", must_not_load)
-    monkeypatch.setattr(loading, "load_tokenizer", must_not_load)
+    _forbid_loading(monkeypatch)
     for override, message in [("training.loss_type=bogus", "training.loss_type must be"),
                               ("training.per_device_train_batch_size=0", "per_device_train_batch_size must be >= 1"),
                               ("output_dir=", "output_dir is empty")]:
