@@ -65,3 +65,19 @@ def test_restart_refuses_when_the_recipe_reads_data_it_would_remove(tmp_path, mo
     before = _digests(run_dir)
     assert ropo_main(["train", "configs/tiny.yaml", f"output_dir={run_dir}", f"data.train={inside}", *FAST, "--restart"]) == 2
     assert "nothing was changed" in capsys.readouterr().err and _digests(run_dir) == before
+
+
+@pytest.mark.parametrize("flag", ["--resume", "--restart"])
+def test_a_save_stopped_midway_leaves_nothing_behind(tmp_path, monkeypatch, flag):
+    """SIGTERM during the final save leaves the hidden folder the adapter was being built in."""
+    monkeypatch.chdir(REPO)
+    run_dir = tmp_path / "run"
+    args = ["train", "configs/tiny.yaml", f"output_dir={run_dir}", "training.max_steps=2", "training.save_steps=1",
+            "sample_every=0", "metrics_every=0"]
+    assert ropo_main(args) == 0
+    leftover = run_dir / ".adapter.k3j2x9"
+    leftover.mkdir()
+    (leftover / "adapter_model.safetensors").write_bytes(b"\0" * 8)
+    shutil.rmtree(run_dir / "adapter")  # the save never finished
+    assert ropo_main([*args, flag]) == 0
+    assert not leftover.exists() and (run_dir / "adapter").is_dir()

@@ -147,12 +147,13 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     assert ddp[4] != pytest.approx(ddp[1], abs=1e-4), "the curve must move for the comparison to mean anything"
 
 
-def test_merge_command_writes_a_plain_model(tmp_path):
+def test_merge_command_writes_a_plain_model(tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
     result = train(_tiny(tmp_path, "training.max_steps=3"))
     out = tmp_path / "merged"
     assert ropo_main(["merge", str(result.run_dir / "adapter"), "--base", "tiny:llama", "--out", str(out)]) == 0
+    assert "its weights in float32 (--dtype" in capsys.readouterr().out  # said, whatever the base's dtype
     merged = AutoModelForCausalLM.from_pretrained(out)
     assert type(merged).__name__ == "LlamaForCausalLM"
     ids = torch.tensor([[256, 65, 66, 67, 68]])

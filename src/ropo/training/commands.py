@@ -68,7 +68,7 @@ def _merge(args: argparse.Namespace) -> int:
     from ropo.training.merge import merge_to_directory
 
     out = merge_to_directory(args.adapter_dir, args.base, args.out, args.dtype, force=args.force)
-    print(f"merged model written to {out}")
+    print(f"merged model written to {out}, its weights in {args.dtype} (--dtype; whatever the base was stored in)")
     return 0
 
 

@@ -366,9 +366,22 @@ def _prepare_folder(spec: RunSpec, run_dir: Path, resume: bool, force: bool, res
     if state.is_main_process:
         held.enter_context(FolderLock(run_dir, "output_dir", LOCK_FILE))
     plan, changes = _check_run_dir(run_dir, spec.recipe, resume, force, restart, spec.dpo_config.max_steps)
-    if plan == "restart" and state.is_main_process:
-        _restart(run_dir, spec.recipe)
+    if state.is_main_process and plan in ("resume", "restart"):
+        _remove_unfinished_saves(run_dir)
+        if plan == "restart":
+            _restart(run_dir, spec.recipe)
     return plan, changes
+
+
+def _remove_unfinished_saves(run_dir: Path) -> None:
+    """The hidden folders a save stopped midway leaves (``atomic_directory`` builds the final
+    weights as ``.adapter.XXXX`` beside ``adapter/`` and renames it at the end)."""
+    import shutil
+
+    for name in ("adapter", "model"):
+        for leftover in run_dir.glob(f".{name}.*"):
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover)
 
 
 @dataclass
