@@ -7,6 +7,8 @@ RECIPE_FILE = "recipe.yaml"
 RUN_METRICS_FILE = "metrics.jsonl"
 ENVIRONMENT_FILE = "environment.json"
 TRAIN_SUMMARY_FILE = "train_summary.json"
+#: The base model the run trained on, resolved and fingerprinted (``ropo.models.fingerprint``).
+RUN_BASE_FILE = "base.json"
 #: Held by the run writing the folder; a second run into it is refused, naming the first's PID.
 LOCK_FILE = ".ropo.lock"
 #: Written first into every run folder ropo makes: a folder is a run only with it, so a user's own

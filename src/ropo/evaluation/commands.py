@@ -32,7 +32,8 @@ def load_candidate(path: str, device: str) -> tuple[Candidate, str | None]:
     run = load_run(path)
     model = run.model.to(device).eval()
     base = run.base_name_or_path if run.method != "base" and not hasattr(model, "disable_adapter") else None
-    return Candidate(run.name, model, run.tokenizer, source=str(path), method=run.method), base
+    tuned_from = run.base_name_or_path if run.method != "base" else None
+    return Candidate(run.name, model, run.tokenizer, source=str(path), method=run.method, base=tuned_from), base
 
 
 def _check_local_path(path: str) -> None:

@@ -45,6 +45,8 @@ class Candidate:
     source: str = ""
     method: str | None = None
     base_model: nn.Module | None = None
+    #: The base the model was tuned from, as loaded (a run's resolved and checked base), recorded in eval.json.
+    base: str | None = None
 
 
 @dataclass
@@ -65,6 +67,7 @@ class ModelEvaluation:
     source: str
     method: str | None
     role: str  # "candidate" or "baseline"
+    base: str | None = None  # the base it was tuned from, as loaded
     metrics: dict[str, float | None] = field(default_factory=dict)
     he_layers: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what was not measured, and why
@@ -120,7 +123,7 @@ def evaluate_candidate(
 ) -> ModelEvaluation:
     """Every metric for one tuned model. Without ``baseline`` the judge compares with the model's base."""
     settings, model, tokenizer = options.settings, candidate.model, candidate.tokenizer
-    result = ModelEvaluation(candidate.name, candidate.source, candidate.method, "candidate")
+    result = ModelEvaluation(candidate.name, candidate.source, candidate.method, "candidate", candidate.base)
     # RoPO adapters answer merged: the same model, at the base model's speed.
     with merged_for_inference(model):
         result.generations = generate(model, tokenizer, prompts, settings, options.progress, candidate.name)
@@ -166,7 +169,7 @@ def evaluate_candidate(
 
 def evaluate_baseline(candidate: Candidate, prompts: Sequence[Prompt], options: EvalOptions) -> ModelEvaluation:
     """The fixed model every candidate is compared with: its answers' length, diversity and score."""
-    result = ModelEvaluation(candidate.name, candidate.source, candidate.method, "baseline")
+    result = ModelEvaluation(candidate.name, candidate.source, candidate.method, "baseline", candidate.base)
     result.generations = generate(
         candidate.model, candidate.tokenizer, prompts, options.settings, options.progress, f"{candidate.name} (baseline)"
     )

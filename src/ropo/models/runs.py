@@ -6,6 +6,7 @@ evaluation reads a run without importing the training package.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ import yaml
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from ropo.layout import RECIPE_FILE, RUN_METRICS_FILE
+from ropo.layout import RECIPE_FILE, RUN_BASE_FILE, RUN_METRICS_FILE
+from ropo.models.fingerprint import checked_base
 from ropo.adapter.api import load_adapter_model
 from ropo.errors import RoPOLoadError
 from ropo.methods import get_method
@@ -62,6 +64,9 @@ def load_run(path: str | Path) -> LoadedRun:
                          tokenizer=load_tokenizer(name), base_name_or_path=name)
     recipe = yaml.safe_load(recipe_file.read_text())
     method, base_name = recipe["method"], recipe["model"]["name_or_path"]
+    base_file = run_dir / RUN_BASE_FILE
+    if base_file.is_file():  # runs from before it name the base as written
+        base_name = checked_base(json.loads(base_file.read_text()), str(run_dir))
     weights = final_weights_dir(run_dir, method)
     if not weights.is_dir():
         raise RoPOLoadError(f"{run_dir}: no trained weights in {weights.name}/ (did the run finish?)")

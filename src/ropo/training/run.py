@@ -26,6 +26,7 @@ from ropo.layout import (
     LOCK_FILE,
     RECIPE_FILE,
     RUN_DATA_SPLITS,
+    RUN_BASE_FILE,
     RUN_MARKER,
     RUN_METRICS_FILE,
     TRAIN_SUMMARY_FILE,
@@ -39,6 +40,7 @@ from ropo.training.callbacks import EnergyTracker, ProgressBar, RunMonitor
 from ropo.training.data import PreferenceData, load_preference_data
 from ropo.training.lengths import LengthReport, fit_to_max_length
 from ropo.models.loading import load_base_model, load_tokenizer
+from ropo.models.fingerprint import base_record
 from ropo.models.runs import final_weights_dir
 from ropo.training.recipe import Recipe, RecipeError
 from ropo.training.spec import RunSpec, resolve
@@ -46,7 +48,7 @@ from ropo.training.spec import RunSpec, resolve
 #: What a run writes into its folder: all ``--restart`` removes (anything else there is kept,
 #: the user's own files in ``data/`` too).
 RUN_ENTRIES = (
-    RECIPE_FILE, RUN_METRICS_FILE, ENVIRONMENT_FILE, TRAIN_SUMMARY_FILE, DIVERGED_FILE,
+    RECIPE_FILE, RUN_METRICS_FILE, ENVIRONMENT_FILE, TRAIN_SUMMARY_FILE, DIVERGED_FILE, RUN_BASE_FILE,
     *(f"data/{split}" for split in RUN_DATA_SPLITS), "checkpoints", "adapter", "model",
 )
 _PACKAGES = ("ropo", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "safetensors")
@@ -270,6 +272,21 @@ def _sample_prompts(data: PreferenceData, count: int) -> list[Prompt]:
     return prompts
 
 
+def _record_base(run_dir: Path, recipe: Recipe, resume: bool) -> None:
+    """Write which base the run trains on (``RUN_BASE_FILE``); a resumed run must find the same one:
+    a relative path read from another folder, or other weights at the same path, is refused."""
+    record = base_record(recipe.model.name_or_path)
+    saved = run_dir / RUN_BASE_FILE
+    if resume and saved.is_file():
+        before = json.loads(saved.read_text())
+        if (record["resolved"], record["fingerprint"]) != (before["resolved"], before["fingerprint"]):
+            raise RecipeError(f"--resume: {run_dir} was trained on the base {before['resolved']}; "
+                              f"{recipe.model.name_or_path!r} now means {record['resolved']}, whose weights differ "
+                              "or cannot be compared: point model.name_or_path at the run's base")
+        return
+    atomic_write_text(saved, json.dumps(record, indent=2) + "\n")
+
+
 def _write_run_files(run_dir: Path, recipe: Recipe, resume: bool, train_data: PreferenceData,
                      eval_data: PreferenceData | None, lengths, changes: list[str] = ()) -> None:
     """The recipe, the environment, and the validated data as ``datasets`` folders.
@@ -282,6 +299,7 @@ def _write_run_files(run_dir: Path, recipe: Recipe, resume: bool, train_data: Pr
     the other DDP processes cannot see. It also keeps the exact rows a run trained on.
     """
     mark_run(run_dir)  # first: from here on the folder is a run (every process has checked it)
+    _record_base(run_dir, recipe, resume)
     if not resume or any(not change.startswith("data.") for change in changes):
         atomic_write_text(run_dir / RECIPE_FILE, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     info = environment(recipe) | {
