@@ -81,3 +81,12 @@ def test_a_save_stopped_midway_leaves_nothing_behind(tmp_path, monkeypatch, flag
     shutil.rmtree(run_dir / "adapter")  # the save never finished
     assert ropo_main([*args, flag]) == 0
     assert not leftover.exists() and (run_dir / "adapter").is_dir()
+
+
+def test_the_adapter_card_says_to_import_ropo(tmp_path, monkeypatch):
+    """PEFT alone fails on a RoPO adapter with `KeyError: 'ROPO'`: the saved card says what to do."""
+    monkeypatch.chdir(REPO)
+    run_dir = tmp_path / "run"
+    assert ropo_main(["train", "configs/tiny.yaml", f"output_dir={run_dir}", *FAST]) == 0
+    card = (run_dir / "adapter" / "README.md").read_text()
+    assert "`import ropo` before" in card and "KeyError: 'ROPO'" in card

@@ -505,11 +505,27 @@ def _check_same_data(run_dir: Path, train_data: PreferenceData, eval_data: Prefe
     return changed
 
 
+#: Added to a RoPO adapter's model card: without ``import ropo`` PEFT does not know the method,
+#: and its error (``KeyError: 'ROPO'``) does not say what is missing.
+LOADING_NOTE = """
+## Loading this adapter
+
+This is a RoPO adapter (PEFT type `ROPO`), trained with [ropo](https://pypi.org/project/ropo/).
+PEFT knows the method once ropo is imported: `pip install ropo`, then `import ropo` before
+`PeftModel.from_pretrained(base, path)`, `AutoPeftModelForCausalLM.from_pretrained(path)` or
+`model.load_adapter(path)`. Without it PEFT stops with `KeyError: 'ROPO'`.
+"""
+
+
 def _save_final(trainer, tokenizer, directory: Path) -> None:
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
 
     def build(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        card = tmp / "README.md"
+        if (tmp / "adapter_config.json").is_file() and card.is_file():
+            card.write_text(card.read_text() + LOADING_NOTE)
 
     atomic_directory(directory, build)
+
