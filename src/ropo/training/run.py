@@ -138,7 +138,8 @@ def is_run(run_dir: Path) -> bool:
         environment_record = json.loads((run_dir / ENVIRONMENT_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return (run_dir / RECIPE_FILE).is_file() and isinstance(environment_record, dict) and "ropo" in environment_record.get("packages", {})
+    written_by_ropo = isinstance(environment_record, dict) and set(environment(Recipe())) <= set(environment_record)
+    return (run_dir / RECIPE_FILE).is_file() and written_by_ropo
 
 
 def _refuse_to_overwrite(run_dir: Path) -> None:
