@@ -110,8 +110,13 @@ def test_output_dir_checks(tmp_path, monkeypatch):
         check_output_dir(tmp_path / "theirs" / "notes.txt", "--out")
     with pytest.raises(OutputPathError, match=r"notes\.txt is a file, so no folder can be made below it"):
         check_output_dir(tmp_path / "theirs" / "notes.txt" / "run", "--out")
-    monkeypatch.setattr("os.access", lambda *args: False)  # as on a read-only disk (root passes chmod)
-    with pytest.raises(OutputPathError, match=r"cannot write in .*theirs \(read-only or not yours\)"):
+    import errno
+
+    def read_only(*args, **kwargs):  # as on a read-only mount (root passes any chmod)
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("tempfile.TemporaryFile", read_only)
+    with pytest.raises(OutputPathError, match=r"cannot write in .*theirs \(Read-only file system\)"):
         check_output_dir(tmp_path / "theirs" / "new", "--out")
 
 

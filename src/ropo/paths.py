@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -80,8 +81,12 @@ def check_writable(path: Path, what: str) -> None:
         existing = existing.parent
     if existing != path and not existing.is_dir():
         raise OutputPathError(f"{what} {path}: {existing} is a file, so no folder can be made below it")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputPathError(f"{what} {path}: cannot write in {existing} (read-only or not yours): choose another folder")
+    try:  # a real write: permission bits say nothing for root, nor for /proc or a read-only mount
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        reason = error.strerror or "read-only or not yours"
+        raise OutputPathError(f"{what} {path}: cannot write in {existing} ({reason}): choose another folder") from None
 
 
 class FolderLock:

@@ -18,7 +18,7 @@ from ropo.evaluation.prompts import DEFAULT_PROMPTS, load_prompts
 from ropo.evaluation.report import build_report
 from ropo.evaluation.harness import require_lm_eval, run_lm_eval_cli
 from ropo.evaluation.retention import load_qa_probe
-from ropo.paths import is_local_path
+from ropo.paths import check_writable, is_local_path, output_path
 
 
 def load_candidate(path: str, device: str) -> tuple[Candidate, str | None]:
@@ -64,6 +64,7 @@ def _candidates(args: argparse.Namespace, device: str) -> Iterator[Candidate]:
 def _run_eval(args: argparse.Namespace) -> int:
     for path in [*args.models, *(p for p in (args.baseline, args.base) if p)]:
         _check_local_path(path)  # before the judge and the first model load
+    check_writable(output_path(args.output, "--output"), "--output")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     settings = SamplingSettings(
         max_new_tokens=args.max_new_tokens,
