@@ -23,8 +23,10 @@ def test_an_unwritable_output_is_one_line_before_loading(command, capsys, monkey
         raise AssertionError("a model was loaded before the output was checked")
 
     # imported first, then patched where each binds it: no module keeps the stand-in afterwards
-    for name in ("ropo.models.loading", "ropo.models.runs", "ropo.training.run", "ropo.training.merge"):
-        monkeypatch.setattr(importlib.import_module(name), "load_base_model", must_not_load)
+    modules = [importlib.import_module(name) for name in
+               ("ropo.models.loading", "ropo.models.runs", "ropo.training.run", "ropo.training.merge")]
+    for module in modules:
+        monkeypatch.setattr(module, "load_base_model", must_not_load)
     assert ropo_main(command) == 2
     err = capsys.readouterr().err.strip()
     assert "cannot write in /proc" in err and "Traceback" not in err and len(err.splitlines()) == 1
