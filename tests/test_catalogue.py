@@ -16,8 +16,8 @@ def _columns() -> dict[str, list[str]]:
         "ropo eval report": [c.key for c in COLUMNS],
         "demo summary.md": [key for key, _, _ in SUMMARY_COLUMNS],
         "demo metrics.json": list(CONTRACT_KEYS),
-        # ``step`` names the point (with its series), it is not a measurement.
-        "frontier summary.md": [key for key, _, _ in summary.COLUMNS if key != "step"],
+        # ``seed`` and ``step`` name the point (with its series), they are not measurements.
+        "frontier summary.md": [key for key, _, _ in summary.COLUMNS if key not in ("seed", "step")],
         "frontier plots": [key for key, _ in FRONTIER_PLOTS],
         "frontier.json": [m.key for m in (*METRICS, *TRAINING_METRICS)],
     }

@@ -13,7 +13,7 @@ import pytest
 from ropo.cli import main as ropo_main
 from ropo.methods import get_method
 from ropo.evaluation import build_report
-from ropo.frontier.plan import LEARNING_RATE_SCALES, SERIES, PlanError, build_plan
+from ropo.frontier.plan import DEFAULT_SERIES, LEARNING_RATE_SCALES, MATCHED_LORA, SERIES, PlanError, build_plan
 from ropo.frontier.summary import summary_table
 from ropo.layout import FRONTIER_SUMMARY_FILE as SUMMARY_FILE
 from ropo.frontier.points import BASE, CI_SUFFIX, METRICS, TRAINING_METRICS, read_cached, training_symptoms
@@ -24,19 +24,28 @@ ABLATIONS = ("ropo-no-magnitude", "ropo-householder-only", "ropo-all-linear")
 
 
 def test_default_plan_is_one_design_for_every_series(tmp_path):
-    plan = build_plan()
-    assert plan.model == "default" and [s.name for s in plan.series] == list(SERIES)
-    assert {s.method for s in plan.series} == {"ropo", "full", "lora"}
+    assert DEFAULT_SERIES == ("ropo-2025", "dpo", "lora", "oft", MATCHED_LORA, *(n for n in SERIES if not SERIES[n].every_seed))
+    plan = build_plan(methods=list(SERIES))  # the matched LoRA loads the model: its own test below
+    assert plan.model == "default" and [s.name for s in plan.series] == list(SERIES) and plan.seeds == (0, 1, 2)
+    assert {s.method for s in plan.series} == {"ropo", "full", "lora", "oft"}
     steps = plan.budget.checkpoint_steps
     assert len(steps) >= 5 and steps[-1] == plan.budget.max_steps  # the last step is a point too
-    shared = None
-    for spec in plan.series:
-        overrides = plan.overrides(spec, tmp_path / spec.name)
-        assert overrides["training.learning_rate"] == pytest.approx(get_method(spec.method).learning_rate * LEARNING_RATE_SCALES[spec.method])
-        common = {k: v for k, v in overrides.items() if k not in ("output_dir", "method", "adapter", "training.learning_rate")}
-        assert shared is None or common == shared, spec.name  # same data, steps, batch, schedule, β, seed
-        shared = common
-        plan.run_spec(spec, tmp_path / spec.name)  # every recipe is valid before anything trains
+    for seed in plan.seeds:
+        shared = None
+        for spec in plan.series:
+            overrides = plan.overrides(spec, tmp_path / spec.name, seed)
+            assert overrides["training.learning_rate"] == pytest.approx(get_method(spec.method).learning_rate * LEARNING_RATE_SCALES[spec.method])
+            assert overrides["seed"] == seed
+            common = {k: v for k, v in overrides.items() if k not in ("output_dir", "method", "adapter", "training.learning_rate")}
+            assert shared is None or common == shared, spec.name  # same data, steps, batch, schedule, β, seed
+            shared = common
+            plan.run_spec(spec, tmp_path / spec.name, seed)  # every recipe is valid before anything trains
+    # The compared series train at every seed, first seed first; the rest at the first seed only.
+    runs = [(run.spec.name, run.seed) for run in plan.runs()]
+    compared = [s.name for s in plan.series if s.every_seed]
+    assert runs[: 3 * len(compared)] == [(name, seed) for seed in (0, 1, 2) for name in compared]
+    assert runs[3 * len(compared):] == [(s.name, 0) for s in plan.series if not s.every_seed]
+    assert len({run.run_dir(tmp_path) for run in plan.runs()}) == len(runs)
     # Over-optimisation needs more than one pass over the data at the scaled-up rates.
     assert plan.budget.max_steps * plan.budget.batch_size > 155
 
@@ -56,10 +65,28 @@ def test_ablations_change_one_option_of_the_2025_preset():
 
 def test_quick_plan_and_methods_subset():
     plan = build_plan(quick=True, methods=["dpo", "ropo-2025", "dpo"])
-    assert plan.model == "tiny:llama" and [s.name for s in plan.series] == ["dpo", "ropo-2025"]
+    assert plan.model == "tiny:llama" and [s.name for s in plan.series] == ["dpo", "ropo-2025"] and plan.seeds == (0,)
     assert len(plan.budget.checkpoint_steps) == 3
     with pytest.raises(PlanError, match="unknown series"):
         build_plan(methods=["ropo"])
+    with pytest.raises(PlanError, match="distinct"):
+        build_plan(quick=True, seeds=(1, 1))
+
+
+def test_the_matched_lora_has_ropos_parameter_count_on_the_same_layers():
+    from peft import get_peft_model
+
+    from ropo.tiny_models import tiny_causal_lm
+
+    [spec] = build_plan(quick=True, methods=[MATCHED_LORA]).series
+    assert spec.name.startswith("lora-r") and spec.every_seed and spec.adapter["target_modules"] == ["q_proj", "v_proj"]
+
+    def trainable(method: str, options: dict) -> int:
+        model = get_peft_model(tiny_causal_lm("llama"), get_method(method).peft_config(options))
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    ropo = trainable("ropo", SERIES["ropo-2025"].adapter)
+    assert abs(trainable(spec.method, spec.adapter) - ropo) <= 0.05 * ropo
 
 
 def test_held_out_prompts_cover_every_kind_of_the_test_split():
@@ -101,7 +128,8 @@ def _finite(value) -> bool:
 
 def test_quick_frontier_end_to_end(tmp_path, capsys):
     out = tmp_path / "frontier"
-    command = ["frontier", "--quick", "--out", str(out), "--no-progress"]  # every series
+    series = ["ropo-2025", "dpo", "lora", "ropo-no-magnitude"]  # an adapter, full DPO, a rival, an ablation
+    command = ["frontier", "--quick", "--out", str(out), "--no-progress", "--seeds", "0,1", "--methods", ",".join(series)]
     started = time.perf_counter()
     assert ropo_main(command) == 0
     first_seconds = time.perf_counter() - started
@@ -109,8 +137,17 @@ def test_quick_frontier_end_to_end(tmp_path, capsys):
     points = frontier["points"]
     assert set(frontier["settings"]) >= {"model", "data", "sampling", "seeds"}
     assert [p["series"] for p in points if p["method"] == BASE] == [BASE] and points[0]["step"] == 0
-    for name in SERIES:
-        assert len([p for p in points if p["series"] == name]) >= 3, name
+    for name in series:
+        for seed in (0, 1) if SERIES[name].every_seed else (0,):
+            assert len([p for p in points if p["series"] == name and p["seed"] == seed]) == 3, (name, seed)
+    # RoPO against each series that shares its seeds, every compared metric at >= 3 values of sqrt(KL).
+    comparisons = frontier["comparisons"]
+    assert {c["rival"] for c in comparisons} == {"dpo", "lora", "ropo-no-magnitude"}
+    assert {tuple(c["seeds"]) for c in comparisons if c["rival"] == "lora"} == {(0, 1)}
+    for rival in ("dpo", "lora"):
+        assert len({c["sqrt_kl"] for c in comparisons if c["rival"] == rival}) >= 3
+    assert all(_finite(c["difference"]) and c["ci"][0] <= c["difference"] <= c["ci"][1] for c in comparisons
+               if c["metric"] != "self_bleu")
     for point in points:
         where = (point["series"], point["step"])
         assert _finite(point["learning_rate"]) and isinstance(point["step"], int), where
@@ -122,7 +159,7 @@ def test_quick_frontier_end_to_end(tmp_path, capsys):
         if point["method"] != BASE:
             assert all(_finite(point[metric.key]) for metric in TRAINING_METRICS), where
     base = points[0]
-    assert base["kl"] == 0.0 and base["win_rate"] == base["lc_win_rate"] == 0.5 and base["retention_change"] == 0.0
+    assert base["kl"] == 0.0 and base["win_rate"] == base["lc_win_rate"] == 0.5
     # Full fine-tuning's HE change is measured against the base weights, not against itself.
     assert all(p["he_change"] > 0 for p in points if p["method"] == "full")
     # RoPO's rotations keep the neuron angles (to rounding); LoRA's update does not.
@@ -131,7 +168,7 @@ def test_quick_frontier_end_to_end(tmp_path, capsys):
     assert all(p["kl"] > 0 for p in points if p["method"] != BASE)
     assert frontier["plots"] and all((out / item["file"]).stat().st_size > 0 for item in frontier["plots"])
     assert all(_finite(seconds) for seconds in frontier["seconds"].values())
-    assert {f"train/{name}" for name in SERIES} <= set(frontier["seconds"])
+    assert {"train/ropo-2025-seed0", "train/lora-seed1", "train/ropo-no-magnitude-seed0"} <= set(frontier["seconds"])
     rows = (out / SUMMARY_FILE).read_text().splitlines()[2:]
     assert [row.split(" | ")[0] for row in rows] == [f"| {p['series']}" for p in points]
 
@@ -146,10 +183,10 @@ def test_quick_frontier_end_to_end(tmp_path, capsys):
 
     # Killed after LoRA's last checkpoint, before its final save and its last point: the rerun
     # resumes that run (no extra step) and measures that one point again, to the same numbers.
-    run = out / "runs" / "lora"
+    run = out / "runs" / "lora" / "seed-1"
     shutil.rmtree(run / "adapter")
     (run / "train_summary.json").unlink()
-    [last] = (out / "points").glob("lora-step00003-*.json")
+    [last] = (out / "points").glob("lora-seed1-step00003-*.json")
     last.unlink()
     assert ropo_main(command) == 0
     assert "2 pieces computed" in capsys.readouterr().out
@@ -180,11 +217,14 @@ def test_ablations_get_their_own_panel_beside_the_preset_they_change():
     with_ablations = [*methods_only, point("ropo-no-magnitude", True), point("ropo-all-linear", True)]
     (_, methods), (_, ablations) = panels(with_ablations)
     assert methods == ["ropo-2025", "dpo"] and ablations == ["ropo-2025", "ropo-no-magnitude", "ropo-all-linear"]
-    # The measured steps: every checkpoint for a method, every other one for an ablation.
+    # The measured steps: every checkpoint for a method at its first seed, every other one for an
+    # ablation and for a later seed.
     plan = build_plan(methods=["ropo-2025", "ropo-no-magnitude"])
-    steps = [plan.budget.measured_steps(spec) for spec in plan.series]
-    assert steps[0] == plan.budget.checkpoint_steps and steps[1] == plan.budget.checkpoint_steps[::2]
-    assert steps[1][0] == steps[0][0] and steps[1][-1] == steps[0][-1]  # first and last are shared
+    steps = {(run.spec.name, run.seed): run.steps for run in plan.runs()}
+    every, sparse = plan.budget.checkpoint_steps, plan.budget.checkpoint_steps[::2]
+    assert steps == {("ropo-2025", 0): every, ("ropo-2025", 1): sparse, ("ropo-2025", 2): sparse,
+                     ("ropo-no-magnitude", 0): sparse}
+    assert sparse[0] == every[0] and sparse[-1] == every[-1]  # first and last are shared
 
 
 def test_readme_quotes_the_committed_study():

@@ -91,3 +91,14 @@ def test_probe_through_lm_eval_equals_ropos_own_scoring():
 def test_help_is_lm_evals(capsys):
     assert ropo_main(["lm-eval", "--help"]) == 0
     assert "--model_args" in capsys.readouterr().out
+
+
+def test_multiple_choice_through_lm_eval_equals_the_frontiers_choice_accuracy():
+    """lm-eval's ``acc`` on ``ropo_qa_probe_mc`` (no chat template) is the study's choice_accuracy."""
+    from ropo.evaluation.knowledge import knowledge_items
+
+    model, tokenizer = _tiny()
+    model = get_peft_model(model, RoPOConfig(target_modules="all-linear", init_weights=False)).eval()
+    scores = lm_eval_scores(model, tokenizer, ["ropo_qa_probe_mc"], limit=LIMIT, batch_size=2)
+    own = knowledge_items(model, tokenizer, load_qa_probe(), batch_size=4).choice_correct[:LIMIT]
+    assert scores["lm_eval/ropo_qa_probe_mc/acc"] == pytest.approx(sum(own) / LIMIT)

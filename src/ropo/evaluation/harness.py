@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ropo.evaluation.errors import EvaluationError
 
-#: ropo's lm-eval tasks: ``ropo_qa_probe`` (greedy accuracy), ``ropo_qa_probe_loglik`` (answer
+#: ropo's lm-eval tasks: ``ropo_qa_probe`` (greedy accuracy), ``ropo_qa_probe_mc`` (multiple choice by
+#: log-likelihood, as the frontier's choice_accuracy), ``ropo_qa_probe_loglik`` (answer
 #: log-likelihood), both under the tag ``ropo_qa``. Usable by plain lm-eval with ``--include_path``.
 TASKS_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"
 

@@ -12,12 +12,24 @@ def _frontier(args: argparse.Namespace) -> int:
     from ropo.frontier.plan import build_plan
     from ropo.frontier.study import run_study
 
-    plan = build_plan(args.quick, args.methods.split(",") if args.methods else None, args.model, args.seed)
-    result = run_study(plan, args.out or (QUICK_OUT if args.quick else DEFAULT_OUT), progress=not args.no_progress)
+    seeds = tuple(_seeds(args.seeds)) if args.seeds else None
+    plan = build_plan(args.quick, args.methods.split(",") if args.methods else None, args.model, seeds)
+    out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
+    result = run_study(plan, out, progress=not args.no_progress, train_only=args.train_only)
+    if result is None:
+        print(f"[frontier] every run trained in {out}/runs (measure them: the same command without --train-only)")
+        return 0
     print(f"[frontier] {result.computed} pieces computed, {result.reused} reused")
     print(f"[frontier] results: {result.frontier}")
     print(f"[frontier] plots: {result.frontier.parent / 'plots'}  (report: ropo report {result.frontier.parent})")
     return 0
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(seed) for seed in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds: comma-separated integers, got {text!r}") from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,6 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                "registry with a frontier factor that no series trains, e.g. oft or lora-r<k>)")
     frontier.add_argument("--out", default=None, help=f"output folder (default: {DEFAULT_OUT}; with --quick {QUICK_OUT})")
     frontier.add_argument("--model", default=None, help="base model (default: SmolLM2-135M-Instruct; with --quick tiny:llama)")
-    frontier.add_argument("--seed", type=int, default=0)
+    frontier.add_argument("--seeds", default=None, metavar="S,...",
+                          help="training seeds (default 0,1,2; with --quick 0): the compared series train at each, "
+                               "the ablations at the first")
+    frontier.add_argument("--train-only", action="store_true",
+                          help="train every run a missing point needs, measure nothing (the measuring can follow later)")
     frontier.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     frontier.set_defaults(func=_frontier)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ropo.errors import RoPOError
+from ropo.layout import RUNS_DIR
 from ropo.methods import DEFAULT_TARGET_MODULES, REGISTRY, find_method, get_method
 
 #: Each method's usual learning rate is multiplied by its factor (both in the method registry):
@@ -58,8 +59,12 @@ if TYPE_CHECKING:
     from ropo.training.spec import RunSpec
 
 _QV = list(DEFAULT_TARGET_MODULES)
-#: The preset every ablation changes one option of (compared with it in the ablation panels).
-ABLATION_REFERENCE = "ropo-2025"
+#: The RoPO preset every ablation changes one option of and every rival is compared with (in the
+#: ablation panels and the paired comparisons).
+REFERENCE = "ropo-2025"
+#: Stands for the LoRA whose trainable parameters on q/v match ``REFERENCE``'s, computed for the
+#: plan's model (``ropo.methods.matched_lora``); the series is named ``lora-r<k>``.
+MATCHED_LORA = "lora-matched"
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,8 @@ class SeriesSpec:
     #: checkpoints), measured at fewer of its checkpoints (``Budget.ablation_every``): the issue asks
     #: for ablations "at least at one matched budget", and each measured checkpoint costs ~3 min.
     ablation: bool = False
+    #: Trained at every seed of the plan and compared with ``REFERENCE`` (the others: the first seed).
+    every_seed: bool = False
 
 
 #: Every series the study knows, in the order it trains and plots them.
@@ -81,11 +88,12 @@ SERIES: dict[str, SeriesSpec] = {
     spec.name: spec
     for spec in (
         SeriesSpec("ropo-2025", "ropo", {"preset": "ropo-2025", "target_modules": _QV},
-                   "RoPO, EMNLP 2025 preset: Givens + 2 Householder reflections + magnitudes, q/v"),
+                   "RoPO, EMNLP 2025 preset: Givens + 2 Householder reflections + magnitudes, q/v", every_seed=True),
         SeriesSpec("ropo-2024", "ropo", {"preset": "ropo-2024", "target_modules": _QV},
                    "RoPO, 2024 preset (= ablation 'Givens only': no Householder reflections), q/v"),
-        SeriesSpec("dpo", "full", {}, "plain DPO: full fine-tuning of every weight"),
-        SeriesSpec("lora", "lora", {"target_modules": _QV}, "LoRA r=16, q/v"),
+        SeriesSpec("dpo", "full", {}, "plain DPO: full fine-tuning of every weight", every_seed=True),
+        SeriesSpec("lora", "lora", {"target_modules": _QV}, "LoRA r=16, q/v", every_seed=True),
+        SeriesSpec("oft", "oft", {"target_modules": _QV}, "PEFT's OFT with its defaults (blocks of 32), q/v", every_seed=True),
         SeriesSpec("ropo-no-magnitude", "ropo", {"preset": "ropo-2025", "magnitude": False, "target_modules": _QV},
                    "ablation: ropo-2025 without the neuron magnitudes", ablation=True),
         SeriesSpec("ropo-householder-only", "ropo", {"preset": "ropo-2025", "givens_layout": "none", "target_modules": _QV},
@@ -111,20 +119,18 @@ class Budget:
     generation_batch_size: int
     probe_items: int | None  # questions of the large QA probe (None: all 436)
     probe_max_new_tokens: int  # greedy answer length on the probe (its answers are a few words)
+    text_passages: int  # passages of the held-out text corpus (``ropo.evaluation.knowledge``)
     #: Share of the steps spent warming up. The warm-up's first step has rate 0, so a 3-step run
     #: with any warm-up would have a first checkpoint equal to the base.
     warmup_ratio: float
-    #: An ablation series is measured at every this-many-th checkpoint (the first and the last
-    #: included when the count allows): trained on the same budget, measured more sparsely.
+    #: An ablation series, and every series at a seed after the first, is measured at every
+    #: this-many-th checkpoint (the first and the last included when the count allows): trained on
+    #: the same budget, measured more sparsely.
     ablation_every: int = 1
 
     @property
     def checkpoint_steps(self) -> tuple[int, ...]:
         return tuple(range(self.save_steps, self.max_steps + 1, self.save_steps))
-
-    def measured_steps(self, spec: SeriesSpec) -> tuple[int, ...]:
-        """The checkpoints of ``spec`` that become points of its curve."""
-        return self.checkpoint_steps[:: self.ablation_every] if spec.ablation else self.checkpoint_steps
 
 
 #: Sized for a 2-core CPU and SmolLM2-135M-Instruct: 60 steps × 4 pairs is 1.5 epochs of the task's
@@ -135,13 +141,30 @@ class Budget:
 #: 75 min of it training.
 DEFAULT_BUDGET = Budget(max_steps=60, save_steps=12, batch_size=4, max_length=192, data_rows=None,
                         eval_prompts=32, samples_per_prompt=2, max_new_tokens=96, generation_batch_size=16,
-                        probe_items=None, probe_max_new_tokens=16, warmup_ratio=0.1, ablation_every=2)
+                        probe_items=None, probe_max_new_tokens=16, text_passages=200, warmup_ratio=0.1,
+                        ablation_every=2)
 #: A tiny random model on the first 6 demo pairs: only checks that the whole study runs (a test, seconds).
 #: Its answers are random bytes, so they need 64 tokens to hold the few spaces that word 3-grams
 #: (repetition) need.
 QUICK_BUDGET = Budget(max_steps=3, save_steps=1, batch_size=2, max_length=128, data_rows=6,
                       eval_prompts=4, samples_per_prompt=2, max_new_tokens=64, generation_batch_size=8,
-                      probe_items=6, probe_max_new_tokens=8, warmup_ratio=0.0)
+                      probe_items=6, probe_max_new_tokens=8, text_passages=8, warmup_ratio=0.0)
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """One training run of the study: a series at one seed, and the checkpoints measured on it."""
+
+    spec: SeriesSpec
+    seed: int
+    steps: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.name}-seed{self.seed}"
+
+    def run_dir(self, out: Path) -> Path:
+        return out / RUNS_DIR / self.spec.name / f"seed-{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -149,19 +172,35 @@ class StudyPlan:
     model: str
     data: str
     budget: Budget
-    seed: int
+    #: Training seeds. Every series in ``COMPARED`` trains at each; the ablations (and ``ropo-2024``)
+    #: at the first only. The evaluation (prompts, sampling seed, probe) is the same for every
+    #: point, so every point pairs with every other on the same items.
+    seeds: tuple[int, ...] = (0,)
     series: tuple[SeriesSpec, ...] = field(default_factory=tuple)
 
     def learning_rate(self, spec: SeriesSpec) -> float:
         method = get_method(spec.method)
         return method.learning_rate * method.frontier_scale
 
-    def overrides(self, spec: SeriesSpec, run_dir: Path) -> dict[str, Any]:
+    def runs(self) -> list[StudyRun]:
+        """Every run in the order it trains: the compared series seed by seed, then the rest at the
+        first seed, so an interrupted study has the paired comparisons' runs first."""
+        first, compared = self.seeds[0], [s for s in self.series if s.every_seed]
+        runs = [StudyRun(spec, seed, self.measured_steps(spec, seed)) for seed in self.seeds for spec in compared]
+        return runs + [StudyRun(spec, first, self.measured_steps(spec, first)) for spec in self.series if spec not in compared]
+
+    def measured_steps(self, spec: SeriesSpec, seed: int) -> tuple[int, ...]:
+        """The checkpoints measured: an ablation's every other one, a later seed's every other one."""
+        budget = self.budget
+        every = budget.ablation_every if spec.ablation or seed != self.seeds[0] else 1
+        return budget.checkpoint_steps[::every]
+
+    def overrides(self, spec: SeriesSpec, run_dir: Path, seed: int | None = None) -> dict[str, Any]:
         """The recipe of ``spec``'s run as ``ropo train`` overrides: everything but the method, its
-        adapter options and its learning rate is the same for every series."""
+        adapter options, its learning rate and the seed is the same for every series."""
         budget = self.budget
         return {
-            "output_dir": str(run_dir), "method": spec.method, "seed": self.seed,
+            "output_dir": str(run_dir), "method": spec.method, "seed": self.seeds[0] if seed is None else seed,
             "model.name_or_path": self.model, "data.train": self.data, "data.max_rows": budget.data_rows,
             "adapter": spec.adapter,
             "training.beta": BETA, "training.loss_type": LOSS_TYPE, "training.learning_rate": self.learning_rate(spec),
@@ -174,18 +213,20 @@ class StudyPlan:
             "sample_every": 0, "metrics_every": 0,
         }
 
-    def run_spec(self, spec: SeriesSpec, run_dir: Path) -> RunSpec:
+    def run_spec(self, spec: SeriesSpec, run_dir: Path, seed: int | None = None) -> RunSpec:
         from ropo.training.spec import load_spec
 
-        return load_spec(None, settings=self.overrides(spec, run_dir))
+        return load_spec(None, settings=self.overrides(spec, run_dir, seed))
 
     def describe(self) -> dict[str, Any]:
         """The plan as it is written into ``frontier.json``."""
         return {
-            "learning_rate_scales": {m: LEARNING_RATE_SCALES[m] for m in sorted({s.method for s in self.series})}, "lr_scheduler": LR_SCHEDULER,
-            "beta": BETA, "loss_type": LOSS_TYPE, "checkpoint_steps": list(self.budget.checkpoint_steps),
+            "learning_rate_scales": {m: get_method(m).frontier_scale for m in sorted({s.method for s in self.series})},
+            "lr_scheduler": LR_SCHEDULER, "beta": BETA, "loss_type": LOSS_TYPE,
+            "checkpoint_steps": list(self.budget.checkpoint_steps), "seeds": list(self.seeds),
             "series": {s.name: {"method": s.method, "adapter": s.adapter, "learning_rate": self.learning_rate(s),
-                                "description": s.description, "measured_steps": list(self.budget.measured_steps(s))}
+                                "description": s.description,
+                                "measured_steps": {str(r.seed): list(r.steps) for r in self.runs() if r.spec == s}}
                        for s in self.series},
         }
 
@@ -194,29 +235,51 @@ class PlanError(RoPOError, ValueError):
     """A series name the study does not know."""
 
 
-def series_spec(name: str) -> SeriesSpec | None:
-    """The study's series ``name``, or a series for any registry method with a frontier factor that no
-    study series trains (``oft``, ``lora-r<k>``): its defaults on q/v. None if there is neither."""
+def matched_lora_series(model: str) -> SeriesSpec:
+    """The LoRA with ``REFERENCE``'s trainable-parameter count on the same layers (``lora-r<k>``)."""
+    from ropo.methods import matched_lora
+    from ropo.models.loading import load_base_model
+
+    matched = matched_lora(load_base_model(model, "float32", 0), SERIES[REFERENCE].adapter)
+    lowered = f" (r={matched.rank - 1} on {len(matched.lowered)} of its {matched.modules} modules)" if matched.lowered else ""
+    return SeriesSpec(matched.method, matched.method, {"target_modules": _QV, **matched.options()},
+                      f"LoRA r={matched.rank}{lowered}, q/v: {matched.parameters:,} trainable parameters, "
+                      f"matched to {REFERENCE}'s {matched.target:,}", every_seed=True)
+
+
+def series_spec(name: str, model: str) -> SeriesSpec | None:
+    """The study's series ``name``; ``MATCHED_LORA`` for ``model``; or a series for any registry
+    method with a frontier factor that no study series trains (``lora-r<k>``): its defaults on q/v,
+    at every seed. None if there is none."""
     if name in SERIES:
         return SERIES[name]
+    if name == MATCHED_LORA:
+        return matched_lora_series(model)
     method = find_method(name)
     if method is None or method.frontier_scale is None or method.name in {s.method for s in SERIES.values()}:
         return None
-    return SeriesSpec(method.name, method.name, {"target_modules": _QV} if method.has_adapter else {}, method.description)
+    return SeriesSpec(method.name, method.name, {"target_modules": _QV} if method.has_adapter else {},
+                      method.description, every_seed=True)
 
 
-def build_plan(quick: bool = False, methods: list[str] | None = None, model: str | None = None, seed: int = 0) -> StudyPlan:
-    """The default study (SmolLM2 on the demo task's pairs) or the quick one (a tiny random model);
-    ``methods`` picks series by name (default: all of them)."""
-    names = list(SERIES) if not methods else methods
-    unknown = [name for name in names if series_spec(name) is None]
+#: The default study's series: the compared ones, then the presets and ablations.
+DEFAULT_SERIES = (*[name for name, spec in SERIES.items() if spec.every_seed], MATCHED_LORA,
+                  *[name for name, spec in SERIES.items() if not spec.every_seed])
+DEFAULT_SEEDS = (0, 1, 2)
+
+
+def build_plan(quick: bool = False, methods: list[str] | None = None, model: str | None = None,
+               seeds: tuple[int, ...] | None = None) -> StudyPlan:
+    """The default study (SmolLM2 on the demo task's pairs, seeds 0–2) or the quick one (a tiny
+    random model, seed 0); ``methods`` picks series by name (default: all of them)."""
+    model = model or (QUICK_MODEL if quick else DEFAULT_MODEL)
+    names = list(dict.fromkeys(methods or DEFAULT_SERIES))
+    known = [*SERIES, MATCHED_LORA, "lora-r<k>"]
+    unknown = [name for name in names if name != MATCHED_LORA and series_spec(name, model) is None]
     if unknown:
-        extra = [name for name in (*REGISTRY, "lora-r<k>") if name in REGISTRY and series_spec(name) or name == "lora-r<k>"]
-        raise PlanError(f"unknown series {unknown}; choose from {', '.join([*SERIES, *extra])}")
-    return StudyPlan(
-        model=model or (QUICK_MODEL if quick else DEFAULT_MODEL),
-        data=DATA,
-        budget=QUICK_BUDGET if quick else DEFAULT_BUDGET,
-        seed=seed,
-        series=tuple(series_spec(name) for name in dict.fromkeys(names)),
-    )
+        raise PlanError(f"unknown series {unknown}; choose from {', '.join(known)}")
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+        raise PlanError(f"seeds must be distinct and at least one: {list(seeds)}")
+    return StudyPlan(model=model, data=DATA, budget=QUICK_BUDGET if quick else DEFAULT_BUDGET,
+                     seeds=tuple(seeds) if seeds else ((0,) if quick else DEFAULT_SEEDS),
+                     series=tuple(series_spec(name, model) for name in names))

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless back
 from matplotlib.axes import Axes  # noqa: E402
 
 from ropo.evaluation.plots import COLORS, MARKERS  # noqa: E402
-from ropo.frontier.plan import ABLATION_REFERENCE  # noqa: E402
+from ropo.frontier.plan import REFERENCE  # noqa: E402
 from ropo.frontier.points import BASE, CI_SUFFIX, METRICS  # noqa: E402
 
 #: (metric key, figure title): the metrics a reader compares methods on, each against sqrt(KL).
@@ -34,11 +34,15 @@ FRONTIER_PLOTS = (
     ("lc_win_rate", "Length-controlled win rate vs sqrt(KL)"),
     ("mean_length", "Mean answer length vs sqrt(KL)"),
     ("distinct_2", "Distinct-2 vs sqrt(KL)"),
-    ("retention_accuracy", "QA retention vs sqrt(KL)"),
+    ("plain_accuracy", "Knowledge: QA asked plainly vs sqrt(KL)"),
+    ("choice_accuracy", "Knowledge: QA multiple choice vs sqrt(KL)"),
+    ("answer_log_likelihood", "Knowledge: gold-answer log-likelihood vs sqrt(KL)"),
+    ("text_log_likelihood", "Text log-likelihood vs sqrt(KL)"),
+    ("brevity_accuracy", "Instruction following: QA under the brevity instruction vs sqrt(KL)"),
 )
 LOGPS_TITLE = "Chosen and rejected log-probs over training"
 _LABELS = {metric.key: metric.label for metric in METRICS}
-_SHARES = {"win_rate", "lc_win_rate", "retention_accuracy"}  # shown in percent
+_SHARES = {"win_rate", "lc_win_rate", "brevity_accuracy", "plain_accuracy", "choice_accuracy"}  # shown in percent
 
 
 def plot_file(title: str) -> str:
@@ -62,6 +66,12 @@ def _series(points: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     return grouped
 
 
+def _by_seed(series: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """A series' points per training seed, the first seed first."""
+    seeds = sorted({p.get("seed") or 0 for p in series})
+    return [[p for p in series if (p.get("seed") or 0) == seed] for seed in seeds]
+
+
 def _root_kl(point: dict[str, Any]) -> float:
     return math.sqrt(max(point["kl"], 0.0))  # KL is ≥ 0; float rounding can leave -1e-9
 
@@ -78,8 +88,8 @@ def panels(points: Sequence[dict[str, Any]]) -> list[tuple[str, list[str]]]:
     methods = [n for n in names if n not in ablations]
     if not ablations:
         return [("", methods)]
-    reference = [ABLATION_REFERENCE] if ABLATION_REFERENCE in names else []
-    return [("methods", methods), (f"RoPO ablations beside {ABLATION_REFERENCE}", reference + ablations)]
+    reference = [REFERENCE] if REFERENCE in names else []
+    return [("methods", methods), (f"RoPO ablations beside {REFERENCE}", reference + ablations)]
 
 
 @dataclass
@@ -111,7 +121,8 @@ def metric_vs_root_kl(points: Sequence[dict[str, Any]], key: str, title: str) ->
     layout = _figure(points)
     for axes, panel, names in layout.panels:
         for name in names:
-            series = sorted((p for p in layout.series[name] if p.get(key) is not None), key=_root_kl)
+            first, *others = _by_seed([p for p in layout.series[name] if p.get(key) is not None])
+            series = sorted(first, key=_root_kl)
             xs = [_root_kl(p) for p in series]
             color, marker = layout.styles[name]
             axes.plot(xs, [scale * p[key] for p in series], color=color, marker=marker,
@@ -119,6 +130,12 @@ def metric_vs_root_kl(points: Sequence[dict[str, Any]], key: str, title: str) ->
             if all(key + CI_SUFFIX in p for p in series):
                 axes.fill_between(xs, [scale * p[key + CI_SUFFIX][0] for p in series],
                                   [scale * p[key + CI_SUFFIX][1] for p in series], color=color, alpha=0.15, linewidth=0)
+            # Later seeds: their checkpoints as open markers with a thin line, so the seed-to-seed
+            # spread is seen beside the first seed's curve and band.
+            for seed_points in others:
+                seed_points = sorted(seed_points, key=_root_kl)
+                axes.plot([_root_kl(p) for p in seed_points], [scale * p[key] for p in seed_points], color=color,
+                          marker=marker, markerfacecolor="none", linewidth=0.6, markersize=5, alpha=0.8)
         for base in (p for p in points if p["series"] == BASE and p.get(key) is not None):
             interval = base.get(key + CI_SUFFIX)
             error = None if interval is None else [[scale * (base[key] - interval[0])], [scale * (interval[1] - base[key])]]
@@ -140,7 +157,7 @@ def log_probs_over_training(points: Sequence[dict[str, Any]]) -> bytes:
     layout = _figure(points)
     for axes, panel, names in layout.panels:
         for name in names:
-            series = sorted(layout.series[name], key=lambda p: p["step"])
+            series = sorted(_by_seed(layout.series[name])[0], key=lambda p: p["step"])
             color, marker = layout.styles[name]
             for key, style in (("logps/chosen", "-"), ("logps/rejected", "--")):
                 kept = [p for p in series if p.get(key) is not None]

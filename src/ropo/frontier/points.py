@@ -1,20 +1,22 @@
 """One point of a frontier: every metric of one checkpoint (or of the base), with its interval.
 
-Why the metrics are listed once here: the study writes them, the plots draw them, the report
-shows them and the tests check them, and a metric renamed in one place but not another would
-silently vanish from the others. ``frontier.json`` carries this list, so readers need not import it.
+Why a point keeps its items: the study compares methods on the same prompts and probe items,
+paired (``ropo.frontier.comparisons``), and a paired interval needs each item's value, not only the
+mean. A cached point therefore holds what the model produced per item (``items``: each answer with
+its judge score and KL, each probe item's knowledge measures, each text passage's log-likelihood);
+its metrics and their intervals are computed from the items when the study is assembled
+(``summarize``), all from one set of bootstrap draws (``ropo.evaluation.replicates``).
 
-Every answer-level number is computed on the same held-out prompts and samples for every point,
-and paired with the base's answer to the same (prompt, turn, sample): the win rates are pairwise
-judgements against the base, the retention change is paired over the probe's questions.
-Intervals are 95 % percentile-bootstrap intervals over prompts (probe questions for retention),
-from ``ropo.evaluation.statistics``.
+Every answer is paired with the base's answer to the same (prompt, turn, sample): the win rates are
+pairwise judgements against the base. Intervals are 95 % percentile-bootstrap intervals over prompts
+(probe items, text passages for those metrics).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,62 +27,61 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from ropo.adapter import merged_for_inference
+from ropo.evaluation import knowledge
 from ropo.evaluation.drift import DEFAULT_HE_MODULES, Reference, generation_kl, layer_energies
-from ropo.evaluation.evaluate import answer_metrics
-from ropo.generation import Generation, Prompt, SamplingSettings, generate
 from ropo.evaluation.judges import PointwiseJudge
-from ropo.evaluation.retention import QAItem, QAResult, qa_probe
-from ropo.metrics.catalogue import CATALOGUE, CI_SUFFIX, metric
+from ropo.evaluation.replicates import REPLICATED_METRICS, Draws, interval, point_rows
+from ropo.evaluation.retention import QAItem
+from ropo.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED
+from ropo.generation import Prompt, SamplingSettings, generate
+from ropo.metrics.catalogue import CATALOGUE, CI_SUFFIX, REPETITION_N
+from ropo.metrics.diversity import distinct_n, repetition_rate
 from ropo.metrics.energy import HE_CHANGE, he_change_summary
-from ropo.evaluation.statistics import (
-    DEFAULT_CONFIDENCE,
-    DEFAULT_RESAMPLES,
-    DEFAULT_SEED,
-    Interval,
-    bootstrap_mean,
-    length_controlled_win_rate,
-    preferences,
-    win_rate,
-)
+from ropo.metrics.lengths import length_stats
 
 #: Bumped when what a point holds or how it is computed changes: older cached points are then not reused.
-POINT_FORMAT = "ropo-frontier-point/1"
+POINT_FORMAT = "ropo-frontier-point/2"
 #: The untuned model's method, series and (with step 0) point.
 BASE = "base"
 
-
 #: Every number measured at every point, the base included (declared in the metric catalogue).
 METRICS = tuple(CATALOGUE[key] for key in (
-    "kl", "judge_score", "win_rate", "lc_win_rate", "mean_length", "hit_limit_rate", "distinct_1", "distinct_2",
-    "self_bleu", "repetition", "retention_accuracy", "retention_change", "retention_log_likelihood", "he_change"))
+    *REPLICATED_METRICS[:5], "hit_limit_rate", "distinct_1", *REPLICATED_METRICS[5:7], "repetition",
+    *REPLICATED_METRICS[7:], "he_change"))
 #: TRL's training-side symptoms of over-fitting up to the checkpoint (trained points only; see
 #: ``training_symptoms``): chosen and rejected log-probs both falling is DPO's known failure.
 TRAINING_METRICS = tuple(CATALOGUE[key] for key in ("logps/chosen", "logps/rejected", "rewards/margins"))
-#: ``answer_metrics``' names → the point's.
-_ANSWER_KEYS = {key: metric(key).eval_key or key
-                for key in ("hit_limit_rate", "distinct_1", "distinct_2", "self_bleu", "repetition")}
 
 
 @dataclass
 class Evaluation:
-    """What every point is measured with: the same prompts, sampling, judge and probe."""
+    """What every point is measured with: the same prompts, sampling, judge, probe and text."""
 
     prompts: list[Prompt]
     sampling: SamplingSettings
     judge: PointwiseJudge
     probe: list[QAItem]
     probe_max_new_tokens: int
+    text_passages: int
     he_modules: Sequence[str] = DEFAULT_HE_MODULES
 
     def describe(self) -> dict[str, Any]:
-        """Everything that decides a point's numbers besides the model: part of every cache key."""
+        """Everything that decides a point's items besides the model: part of every cache key."""
         questions = hashlib.sha256(json.dumps([[q.question, *q.answers] for q in self.probe]).encode()).hexdigest()
         return {
             "prompts": [p.id for p in self.prompts], "sampling": self.sampling.as_dict(), "judge": self.judge.name,
-            "probe": {"items": len(self.probe), "sha256": questions, "max_new_tokens": self.probe_max_new_tokens},
+            "probe": {"items": len(self.probe), "sha256": questions, "max_new_tokens": self.probe_max_new_tokens,
+                      "plain_max_new_tokens": knowledge.PLAIN_MAX_NEW_TOKENS, "context": knowledge.NEUTRAL_CONTEXT,
+                      "choices": knowledge.CHOICES},
+            "text": {"passages": len(knowledge.text_passages(self.text_passages)), "tokens": knowledge.TEXT_TOKENS,
+                     "sha256": knowledge.text_fingerprint(self.text_passages), "python": sys.version.split()[0]},
             "he_modules": list(self.he_modules),
-            "bootstrap": {"resamples": DEFAULT_RESAMPLES, "confidence": DEFAULT_CONFIDENCE, "seed": DEFAULT_SEED},
         }
+
+    def draws(self, resamples: int = DEFAULT_RESAMPLES) -> Draws:
+        """The bootstrap draws every point of a study shares."""
+        return Draws.shared(len(self.prompts), len(self.probe), len(knowledge.text_passages(self.text_passages)),
+                            resamples, DEFAULT_SEED)
 
 
 def settings_key(settings: dict[str, Any]) -> str:
@@ -88,92 +89,42 @@ def settings_key(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps({"format": POINT_FORMAT, **settings}, sort_keys=True).encode()).hexdigest()
 
 
-@dataclass
-class BaseAnswers:
-    """The base model's judged answers and probe result, computed once and paired with every point."""
-
-    answers: list[dict[str, Any]]  # prompt_id, turn, sample, text, num_tokens, score
-    probe_correct: list[bool]
-
-    @classmethod
-    def measured(cls, generations: Sequence[Generation], scores: Sequence[float], probe: QAResult) -> BaseAnswers:
-        answers = [{"prompt_id": g.prompt_id, "turn": g.turn, "sample": g.sample, "text": g.text,
-                    "num_tokens": g.num_tokens, "score": s} for g, s in zip(generations, scores)]
-        return cls(answers, list(probe.correct))
-
-    def paired(self, generations: Sequence[Generation]) -> list[dict[str, Any]]:
-        """The base's answer to the same (prompt, turn, sample) as each of ``generations``."""
-        by_key = {(a["prompt_id"], a["turn"], a["sample"]): a for a in self.answers}
-        return [by_key[g.prompt_id, g.turn, g.sample] for g in generations]
-
-
-def _with_interval(point: dict[str, Any], key: str, interval: Interval) -> None:
-    point[key], point[key + CI_SUFFIX] = interval.estimate, [interval.low, interval.high]
-
-
-def point_metrics(
-    evaluation: Evaluation,
-    generations: Sequence[Generation],
-    scores: Sequence[float],
-    probe: QAResult,
-    base: BaseAnswers,
-    kl_values: Sequence[float],
-    he_change: float,
-) -> dict[str, Any]:
-    """Every metric of ``METRICS`` from one model's judged answers, probe result and drift."""
-    prompts = [g.prompt_id for g in generations]
-    paired = base.paired(generations)
-    outcomes = preferences(scores, [a["score"] for a in paired])
-    lengths = [g.num_tokens for g in generations]
-    point: dict[str, Any] = {}
-    _with_interval(point, "kl", bootstrap_mean(kl_values, prompts))
-    _with_interval(point, "judge_score", bootstrap_mean(scores, prompts))
-    _with_interval(point, "win_rate", win_rate(outcomes, prompts))
-    _with_interval(point, "lc_win_rate", length_controlled_win_rate(outcomes, lengths, [a["num_tokens"] for a in paired], prompts))
-    _with_interval(point, "mean_length", bootstrap_mean(lengths, prompts))
-    answers = answer_metrics(generations, evaluation.sampling.max_new_tokens)
-    point.update({key: answers[name] for key, name in _ANSWER_KEYS.items()})
-    correct = [float(c) for c in probe.correct]
-    _with_interval(point, "retention_accuracy", bootstrap_mean(correct))
-    _with_interval(point, "retention_change", bootstrap_mean([c - b for c, b in zip(correct, base.probe_correct)]))
-    point["retention_log_likelihood"] = probe.answer_log_likelihood
-    point["he_change"] = he_change
-    return point
-
-
-def answer_and_probe(
-    model: nn.Module, tokenizer: PreTrainedTokenizerBase, evaluation: Evaluation
-) -> tuple[list[Generation], list[float], QAResult]:
-    """The model's answers to the held-out prompts, their judge scores and its probe result, RoPO
-    adapters merged (the same model at the base model's decoding speed; the weights are restored after)."""
+def measure_items(model: nn.Module, tokenizer: PreTrainedTokenizerBase, evaluation: Evaluation,
+                  base_model: nn.Module | None = None, is_base: bool = False) -> dict[str, Any]:
+    """What ``model`` produced, per item: its judged answers with their KL to the base (0 for the
+    base itself), its knowledge measures and its text log-likelihoods; RoPO adapters merged (the
+    same model at the base model's decoding speed; the weights are restored after).
+    ``base_model``: the untuned model, needed when ``model`` has no adapter to disable."""
+    batch = evaluation.sampling.batch_size
     with merged_for_inference(model):
         generations = generate(model, tokenizer, evaluation.prompts, evaluation.sampling, progress=False)
-        probe = qa_probe(model, tokenizer, evaluation.probe, evaluation.sampling.batch_size, evaluation.probe_max_new_tokens)
-    return generations, evaluation.judge.score([g.conversation() for g in generations]), probe
+        known = knowledge.knowledge_items(model, tokenizer, evaluation.probe, batch, evaluation.probe_max_new_tokens)
+        text = knowledge.text_log_likelihoods(model, tokenizer, evaluation.text_passages, batch)
+    scores = evaluation.judge.score([g.conversation() for g in generations])
+    kl = [0.0] * len(generations) if is_base else generation_kl(model, Reference(model, base_model), generations, batch)
+    answers = [{"prompt_id": g.prompt_id, "turn": g.turn, "sample": g.sample, "text": g.text,
+                "num_tokens": g.num_tokens, "score": s, "kl": k} for g, s, k in zip(generations, scores, kl)]
+    return {"answers": answers, "knowledge": known.as_dict(), "text": text}
 
 
-def measure_base(model: nn.Module, tokenizer: PreTrainedTokenizerBase, evaluation: Evaluation) -> tuple[BaseAnswers, dict[str, Any]]:
-    """The base's answers (kept for pairing) and its own point: KL and HE change are 0 by definition,
-    its win rates are its answers judged against themselves (every pair a tie)."""
-    generations, scores, probe = answer_and_probe(model, tokenizer, evaluation)
-    base = BaseAnswers.measured(generations, scores, probe)
-    return base, point_metrics(evaluation, generations, scores, probe, base, [0.0] * len(generations), 0.0)
-
-
-def measure_checkpoint(
-    model: nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    evaluation: Evaluation,
-    base: BaseAnswers,
-    base_model: nn.Module | None,
-) -> dict[str, Any]:
-    """A tuned checkpoint's point. ``base_model`` is the untuned model, needed when ``model`` has no
-    adapter to disable (full fine-tuning) for the KL reference and the HE change."""
-    generations, scores, probe = answer_and_probe(model, tokenizer, evaluation)
-    kl_values = generation_kl(model, Reference(model, base_model), generations, evaluation.sampling.batch_size)
+def measure_he_change(model: nn.Module, base_model: nn.Module | None, evaluation: Evaluation) -> float:
     energies = layer_energies(model, base_model, evaluation.he_modules)
-    he_change = he_change_summary(e.relative_change for e in energies)[HE_CHANGE]
-    return point_metrics(evaluation, generations, scores, probe, base, kl_values, he_change)
+    return he_change_summary(e.relative_change for e in energies)[HE_CHANGE]
+
+
+def summarize(items: dict[str, Any], base_answers: Sequence[dict[str, Any]], evaluation: Evaluation,
+              draws: Draws) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the point's metrics with their intervals, each replicated metric's rows for comparisons)."""
+    rows = point_rows(items, base_answers, [p.id for p in evaluation.prompts], draws)
+    point: dict[str, Any] = {}
+    for key in REPLICATED_METRICS:
+        estimate = interval(rows[key])
+        point[key], point[key + CI_SUFFIX] = estimate.estimate, [estimate.low, estimate.high]
+    texts = [a["text"] for a in items["answers"]]
+    lengths = length_stats([a["num_tokens"] for a in items["answers"]], evaluation.sampling.max_new_tokens)
+    point.update(hit_limit_rate=lengths.hit_limit_rate, distinct_1=distinct_n(texts, 1),
+                 repetition=repetition_rate(texts, REPETITION_N))
+    return point, rows
 
 
 def training_symptoms(records: Sequence[dict[str, Any]], step: int, window: int) -> dict[str, float | None]:

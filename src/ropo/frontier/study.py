@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from ropo.layout import (
@@ -36,22 +37,22 @@ from ropo.layout import (
     PLOTS_DIR,
     POINTS_DIR,
     RUN_METRICS_FILE,
-    RUNS_DIR,
     TRAIN_SECONDS_FILE,
 )
 from ropo.evaluation.statistics import DEFAULT_SEED as BOOTSTRAP_SEED
-from ropo.frontier.plan import SeriesSpec, StudyPlan
+from ropo.frontier.plan import REFERENCE, SeriesSpec, StudyPlan, StudyRun
 from ropo.frontier.summary import summary_table
+from ropo.frontier.comparisons import Curve, compare
 from ropo.frontier.points import (
     BASE,
     METRICS,
     TRAINING_METRICS,
-    BaseAnswers,
     Evaluation,
-    measure_base,
-    measure_checkpoint,
+    measure_he_change,
+    measure_items,
     read_cached,
     settings_key,
+    summarize,
     training_symptoms,
 )
 from ropo.io import atomic_write, atomic_write_text, read_jsonl_records
@@ -83,10 +84,10 @@ def study_evaluation(plan: StudyPlan) -> Evaluation:
     budget = plan.budget
     records = held_out_records(budget.eval_prompts)
     sampling = SamplingSettings(max_new_tokens=budget.max_new_tokens, samples_per_prompt=budget.samples_per_prompt,
-                                seed=plan.seed, batch_size=budget.generation_batch_size)
+                                seed=plan.seeds[0], batch_size=budget.generation_batch_size)
     probe = load_qa_probe(data_path(LARGE_QA_PROBE))[: budget.probe_items]
     prompts = [Prompt(r["id"], (r["prompt"],), "ropo-demo") for r in records]
-    return Evaluation(prompts, sampling, TaskJudge(), probe, budget.probe_max_new_tokens)
+    return Evaluation(prompts, sampling, TaskJudge(), probe, budget.probe_max_new_tokens, budget.text_passages)
 
 
 def _without_output_dir(recipe: Recipe) -> dict[str, Any]:
@@ -104,13 +105,14 @@ class Study:
         self.evaluation = study_evaluation(plan)
         self.tokenizer = load_tokenizer(plan.model)
         self.points: list[dict[str, Any]] = []
+        self.measured: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (point metadata, cached piece)
         self.train_seconds: dict[str, float] = self._recorded_train_seconds()
         self.eval_seconds: dict[str, float] = {}
         self.diverged: dict[str, str] = {}
         self.reused = self.computed = 0
-        self._series_names = {spec.name for spec in plan.series}
+        self._run_names = {run.name for run in plan.runs()}
         self._base_model = None
-        pieces = sum(1 + len(plan.budget.measured_steps(spec)) for spec in plan.series)
+        pieces = sum(1 + len(run.steps) for run in plan.runs())
         self.bar = tqdm(total=1 + pieces, desc="frontier", unit="piece", disable=not progress)
 
     def _recorded_train_seconds(self) -> dict[str, float]:
@@ -123,7 +125,7 @@ class Study:
         from ropo.models.loading import load_base_model
 
         if self._base_model is None:
-            self._base_model = load_base_model(self.plan.model, "float32", self.plan.seed).eval()
+            self._base_model = load_base_model(self.plan.model, "float32", self.plan.seeds[0]).eval()
         return self._base_model
 
     def _piece_path(self, name: str, settings: dict[str, Any]) -> tuple[Path, str]:
@@ -150,40 +152,42 @@ class Study:
         self.bar.update()
         return cached
 
-    def measure_base(self) -> BaseAnswers:
+    def measure_base(self) -> dict[str, Any]:
+        """The base's items (its KL and HE change are 0 by definition; its answers, judged against
+        themselves, tie every pair)."""
         def compute() -> dict[str, Any]:
-            answers, point = measure_base(self.base_model(), self.tokenizer, self.evaluation)
-            return {"point": point, "answers": answers.answers, "probe_correct": answers.probe_correct}
+            return {"items": measure_items(self.base_model(), self.tokenizer, self.evaluation, is_base=True),
+                    "he_change": 0.0}
 
-        settings = {"model": self.plan.model, "seed": self.plan.seed, "evaluation": self.evaluation.describe()}
+        settings = {"model": self.plan.model, "seed": self.plan.seeds[0], "evaluation": self.evaluation.describe()}
         cached = self._piece(BASE, compute, settings)
-        self.points.append({"method": BASE, "series": BASE, "step": 0, "learning_rate": 0.0, "settings": {"key": cached["key"]},
-                            **cached["point"]})
-        return BaseAnswers(cached["answers"], cached["probe_correct"])
+        self.measured.append(({"method": BASE, "series": BASE, "seed": None, "step": 0, "learning_rate": 0.0,
+                               "settings": {"key": cached["key"]}}, cached))
+        return cached["items"]
 
-    def train(self, spec: SeriesSpec, run_spec: RunSpec) -> Recipe:
-        """Train (or resume, or reuse) ``spec``'s run and return its recipe; a run that diverged
-        keeps the checkpoints it wrote before."""
+    def train(self, run: StudyRun, run_spec: RunSpec) -> Recipe:
+        """Train (or resume, or reuse) ``run`` and return its recipe; a run that diverged keeps the
+        checkpoints it wrote before."""
         from ropo.training.guards import NonFiniteError
         from ropo.training.reuse import train_or_reuse
 
         recipe = run_spec.recipe
         marker = Path(recipe.output_dir) / DIVERGED_FILE
-        self.bar.set_postfix_str(f"train {spec.name}")
+        self.bar.set_postfix_str(f"train {run.name}")
         if marker.is_file() and json.loads(marker.read_text())["recipe"] == _without_output_dir(recipe):
-            self.diverged[spec.name] = json.loads(marker.read_text())["error"]
+            self.diverged[run.name] = json.loads(marker.read_text())["error"]
             self.reused += 1
         else:
             started, trained = time.perf_counter(), True
             try:
-                trained = train_or_reuse(run_spec, spec.name, command="frontier")
+                trained = train_or_reuse(run_spec, run.name, command="frontier")
             except NonFiniteError as error:
-                self.diverged[spec.name] = str(error)
+                self.diverged[run.name] = str(error)
                 atomic_write_text(marker, json.dumps({"error": str(error), "recipe": _without_output_dir(recipe)}) + "\n")
             finally:  # an interrupted session's time counts too: the resumed run starts from its checkpoint
                 if trained:
                     elapsed = time.perf_counter() - started
-                    self.train_seconds[spec.name] = self.train_seconds.get(spec.name, 0.0) + elapsed
+                    self.train_seconds[run.name] = self.train_seconds.get(run.name, 0.0) + elapsed
                     atomic_write_text(self.out / TRAIN_SECONDS_FILE, json.dumps(self.train_seconds, indent=1) + "\n")
             if trained:
                 self.computed += 1
@@ -192,24 +196,29 @@ class Study:
         self.bar.update()
         return recipe
 
-    def measure_series(self, spec: SeriesSpec, base: BaseAnswers) -> None:
-        run_dir = self.out / RUNS_DIR / spec.name
-        run_spec = self.plan.run_spec(spec, run_dir)
+    def _pieces(self, run: StudyRun, recipe: Recipe) -> dict[int, tuple[str, dict[str, Any]]]:
+        return {step: (f"{run.name}-step{step:05d}",
+                       {"recipe": _without_output_dir(recipe), "step": step, "evaluation": self.evaluation.describe()})
+                for step in run.steps}
+
+    def measure_run(self, run: StudyRun, base: dict[str, Any] | None) -> None:
+        """Train ``run`` if a point it needs is not measured yet, then measure its checkpoints
+        (``base`` None: train only)."""
+        spec, run_dir = run.spec, run.run_dir(self.out)
+        run_spec = self.plan.run_spec(spec, run_dir, run.seed)
         recipe = run_spec.recipe
-        pieces = {
-            step: (f"{spec.name}-step{step:05d}",
-                   {"recipe": _without_output_dir(recipe), "step": step, "evaluation": self.evaluation.describe()})
-            for step in self.plan.budget.measured_steps(spec)
-        }
+        pieces = self._pieces(run, recipe)
         # Every point measured already (e.g. committed by an earlier session whose run folders are
-        # gone): the series needs no training, since a point holds its training-side metrics too.
+        # gone): the run needs no training, since a point holds its training-side metrics too.
         if all(self._is_cached(name, settings) for name, settings in pieces.values()):
             self.reused += 1
             self.bar.update()
             records: list[dict[str, Any]] = []
         else:
-            recipe = self.train(spec, run_spec)
+            recipe = self.train(run, run_spec)
             records = read_jsonl_records(run_dir / RUN_METRICS_FILE)
+        if base is None:
+            return
         for step, (name, settings) in pieces.items():
             checkpoint = run_dir / "checkpoints" / f"checkpoint-{step}"
             if not self._is_cached(name, settings) and not (checkpoint / "trainer_state.json").is_file():
@@ -217,25 +226,43 @@ class Study:
                 continue
 
             def compute(checkpoint: Path = checkpoint, step: int = step) -> dict[str, Any]:
-                model = self._load_checkpoint(spec, checkpoint)
+                model = self._load_checkpoint(spec, checkpoint, run.seed)
                 base_model = None if get_method(spec.method).has_adapter else self.base_model()
-                return {"point": measure_checkpoint(model, self.tokenizer, self.evaluation, base, base_model),
+                return {"items": measure_items(model, self.tokenizer, self.evaluation, base_model),
+                        "he_change": measure_he_change(model, base_model, self.evaluation),
                         "training": training_symptoms(records, step, self.plan.budget.save_steps)}
 
             cached = self._piece(name, compute, settings)
-            self.points.append({
-                "method": spec.method, "series": spec.name, "ablation": spec.ablation, "step": step,
+            self.measured.append(({
+                "method": spec.method, "series": spec.name, "seed": run.seed, "ablation": spec.ablation, "step": step,
                 "learning_rate": self.plan.learning_rate(spec),
                 "settings": {"key": cached["key"], "adapter": spec.adapter, "checkpoint": str(checkpoint)},
-                **cached["point"], **cached["training"],
-            })
+            }, cached))
 
-    def _load_checkpoint(self, spec: SeriesSpec, checkpoint: Path):
+    def assemble(self) -> list[dict[str, Any]]:
+        """Every point's metrics and intervals from its items, and the paired comparisons of
+        ``REFERENCE`` with every other series, all from one set of bootstrap draws."""
+        draws = self.evaluation.draws()
+        base_items = next(cached["items"] for meta, cached in self.measured if meta["series"] == BASE)
+        curves: dict[str, dict[int, list[dict[str, Any]]]] = {}
+        base_rows = None
+        for meta, cached in self.measured:
+            metrics, rows = summarize(cached["items"], base_items["answers"], self.evaluation, draws)
+            self.points.append({**meta, **metrics, "he_change": cached["he_change"], **cached.get("training", {})})
+            if meta["series"] == BASE:
+                base_rows = rows
+            else:
+                curves.setdefault(meta["series"], {}).setdefault(meta["seed"], []).append(rows)
+        return compare({series: [Curve(seed, {k: np.column_stack([base_rows[k], *(r[k] for r in rows)]) for k in base_rows})
+                                 for seed, rows in by_seed.items()]
+                        for series, by_seed in curves.items()}, REFERENCE)
+
+    def _load_checkpoint(self, spec: SeriesSpec, checkpoint: Path, seed: int):
         from ropo.models.runs import load_trained
 
-        return load_trained(spec.method, checkpoint, self.plan.model, "float32", self.plan.seed).eval()
+        return load_trained(spec.method, checkpoint, self.plan.model, "float32", seed).eval()
 
-    def document(self, plots: list[dict[str, str]]) -> dict[str, Any]:
+    def document(self, plots: list[dict[str, str]], comparisons: list[dict[str, Any]]) -> dict[str, Any]:
         sampling = self.evaluation.sampling.as_dict()
         return {
             "format": FORMAT,
@@ -249,14 +276,15 @@ class Study:
                          "eval": "demo task test split", "eval_prompts": [p.id for p in self.evaluation.prompts],
                          "judge": self.evaluation.judge.name, "probe_items": len(self.evaluation.probe)},
                 "sampling": sampling,
-                "seeds": {"training": self.plan.seed, "sampling": sampling["seed"], "bootstrap": BOOTSTRAP_SEED},
+                "seeds": {"training": list(self.plan.seeds), "sampling": sampling["seed"], "bootstrap": BOOTSTRAP_SEED},
                 "budget": dataclasses.asdict(self.plan.budget),
                 "plan": self.plan.describe(),
             },
             "diverged": self.diverged,
+            "comparisons": comparisons,
             "kl_ranges": kl_ranges(self.points),
             "plots": plots,
-            "seconds": {**{f"train/{name}": s for name, s in self.train_seconds.items() if name in self._series_names},
+            "seconds": {**{f"train/{name}": s for name, s in self.train_seconds.items() if name in self._run_names},
                         **{f"eval/{name}": s for name, s in self.eval_seconds.items()}},
         }
 
@@ -276,20 +304,27 @@ def kl_ranges(points: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     }
 
 
-def run_study(plan: StudyPlan, out: str | Path, progress: bool = True) -> StudyResult:
-    """Run every piece of ``plan`` that is not done yet, then write ``frontier.json`` and the plots."""
+def run_study(plan: StudyPlan, out: str | Path, progress: bool = True, train_only: bool = False) -> StudyResult | None:
+    """Run every piece of ``plan`` that is not done yet, then write ``frontier.json`` and the plots.
+
+    ``train_only``: train every run that a missing point needs and stop (None): the runs can train
+    where compute is cheap and be measured later, or while the measuring code is still changing.
+    """
     from ropo.frontier.plots import frontier_figures, plot_file
 
     out = Path(out)
     study = Study(plan, out, progress)
-    base = study.measure_base()
-    for spec in plan.series:
-        study.measure_series(spec, base)
+    base = None if train_only else study.measure_base()
+    for run in plan.runs():
+        study.measure_run(run, base)
     study.bar.close()
+    if train_only:
+        return None
+    comparisons = study.assemble()
     written = []
     for title, png in frontier_figures(study.points).items():
         path = atomic_write(out / PLOTS_DIR / plot_file(title), lambda tmp, png=png: Path(tmp).write_bytes(png))
         written.append({"title": title, "file": str(path.relative_to(out))})
-    frontier = atomic_write_text(out / FRONTIER_FILE, json.dumps(study.document(written), indent=2) + "\n")
+    frontier = atomic_write_text(out / FRONTIER_FILE, json.dumps(study.document(written, comparisons), indent=2) + "\n")
     atomic_write_text(out / FRONTIER_SUMMARY_FILE, summary_table(study.points))
     return StudyResult(frontier, [out / item["file"] for item in written], study.reused, study.computed)

@@ -27,17 +27,21 @@ def _plain(spec: str, scale: float = 1.0, unit: str = "") -> Callable[[dict[str,
 
 #: (point key, header, how a cell is written): the metrics a reader compares methods on.
 COLUMNS: tuple[tuple[str, str, Callable[[dict[str, Any], str], str]], ...] = (
+    ("seed", "seed", lambda point, key: "" if point.get(key) is None else str(point[key])),
     ("step", "step", lambda point, key: str(point[key])),
     ("kl", "KL (nats)", _plain(".1f")),
     ("judge_score", "judge score", _interval(1.0, 2)),
-    ("win_rate", "win rate vs base (%)", _interval(100.0, 0)),
     ("lc_win_rate", "LC win rate (%)", _interval(100.0, 0)),
     ("mean_length", "mean length (tokens)", _interval(1.0, 0)),
-    ("hit_limit_rate", "hit limit", _plain(".0f", 100.0, " %")),
-    ("distinct_2", "distinct-2", _plain(".3f")),
-    ("self_bleu", "self-BLEU", _plain(".1f")),
-    ("retention_accuracy", "QA retention (%)", _interval(100.0, 1)),
-    ("retention_change", "QA change vs base (points)", _interval(100.0, 1, sign="+")),
+    ("distinct_2", "distinct-2", _interval(1.0, 3)),
+    ("self_bleu", "self-BLEU", _interval(1.0, 1)),
+    ("plain_accuracy", "QA plain (%)", _interval(100.0, 1)),
+    ("choice_accuracy", "QA choice (%)", _interval(100.0, 1)),
+    ("answer_log_likelihood", "answer log-lik. (nats/token)", _interval(1.0, 2)),
+    ("text_log_likelihood", "text log-lik. (nats/token)", _interval(1.0, 3)),
+    ("brevity_accuracy", "QA brevity (%)", _interval(100.0, 1)),
+    ("off_language_rate", "off-language (%)", _plain(".1f", 100.0)),
+    ("evasion_rate", "evasive (%)", _plain(".1f", 100.0)),
     ("he_change", "HE change", _plain(".1e")),
 )
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import datasets
 
-from ropo.evaluation.retention import answer_matches
+from ropo.evaluation.knowledge import choices
+from ropo.evaluation.retention import QAItem, answer_matches
 
 HERE = Path(__file__).resolve().parent
 
@@ -30,3 +31,9 @@ def accuracy(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
 def answer_log_likelihood(doc: dict[str, Any], results: list[tuple[float, bool]]) -> dict[str, float]:
     """log p(first accepted answer | question), nats: ropo's ``answer_log_likelihood``."""
     return {"answer_log_likelihood": float(results[0][0])}
+
+
+def with_choices(dataset: datasets.Dataset) -> datasets.Dataset:
+    """Each question with its multiple-choice options (the gold answer first), as the frontier scores them."""
+    items = [QAItem(row["question"], tuple(row["answers"])) for row in dataset]
+    return dataset.map(lambda _, index: {"choices": choices(items, index)}, with_indices=True)
