@@ -28,8 +28,8 @@ from ropo.evaluation import (
     load_judge,
     load_prompts,
     load_qa_probe,
+    judged_preferences,
     orthogonality_error,
-    win_rate,
     write_exports,
 )
 from ropo.generation import GenerationError, _split_answer, render_prompt
@@ -248,7 +248,7 @@ def test_reward_model_judge_scores_like_unpadded_forward(tokenizer):
     assert RewardModelJudge(reward_model(tokenizer, pad=False), tokenizer).score(CONVERSATIONS) == pytest.approx(scores, abs=1e-5)
     best = max(range(3), key=scores.__getitem__)
     assert judge.compare([CONVERSATIONS[best]] * 3, CONVERSATIONS) == [0.5 if i == best else 1.0 for i in range(3)]
-    assert win_rate(judge, CONVERSATIONS, CONVERSATIONS) == 0.5
+    assert judged_preferences(judge, CONVERSATIONS, CONVERSATIONS) == [0.5, 0.5, 0.5]
 
 
 def test_reward_model_with_several_labels_is_refused(tokenizer):
@@ -269,7 +269,7 @@ class LongerAnswerWins:
 def test_programmatic_judges_plug_in(monkeypatch):
     shifted = CONVERSATIONS[1:] + CONVERSATIONS[:1]  # answers "ok", "a much longer…", "hello"
     # hello vs ok: win; ok vs long: loss; long vs hello: win
-    assert win_rate(LongerAnswerWins(), CONVERSATIONS, shifted) == pytest.approx(2 / 3)
+    assert judged_preferences(LongerAnswerWins(), CONVERSATIONS, shifted) == [1.0, 0.0, 1.0]
     module = types.ModuleType("my_task_judges")
     module.LongerAnswerWins = LongerAnswerWins
     module.not_a_judge = lambda: object()

@@ -6,7 +6,7 @@ from ropo.evaluation.errors import EvaluationError
 from ropo.evaluation.evaluate import Candidate, EvalOptions, ModelEvaluation, evaluate_candidate, evaluate_models
 from ropo.evaluation.export import alpaca_eval_outputs, mt_bench_answers, write_exports
 from ropo.generation import Generation, Prompt, SamplingSettings, generate
-from ropo.evaluation.judges import Judge, PointwiseJudge, RewardModelJudge, load_judge, win_rate
+from ropo.evaluation.judges import Judge, PointwiseJudge, RewardModelJudge, judged_preferences, load_judge
 from ropo.evaluation.prompts import load_prompts
 from ropo.evaluation.report import build_report
 from ropo.evaluation.retention import QAItem, QAResult, lm_eval_scores, load_qa_probe, qa_probe
@@ -40,6 +40,6 @@ __all__ = [
     "mt_bench_answers",
     "orthogonality_error",
     "qa_probe",
-    "win_rate",
+    "judged_preferences",
     "write_exports",
 ]

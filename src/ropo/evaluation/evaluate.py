@@ -25,7 +25,8 @@ from ropo.evaluation.drift import DEFAULT_HE_MODULES, Reference, generation_kl, 
 from ropo.evaluation.errors import EvaluationError
 from ropo.evaluation.export import write_exports
 from ropo.generation import Generation, Prompt, SamplingSettings, generate
-from ropo.evaluation.judges import Judge, win_rate
+from ropo.evaluation.judges import Judge, judged_preferences
+from ropo.evaluation.statistics import win_rate
 from ropo.evaluation.retention import QAItem, lm_eval_scores, qa_probe
 from ropo.io import atomic_write_text
 from ropo.metrics import distinct_n, he_change_summary, length_stats, repetition_rate, self_bleu
@@ -140,7 +141,7 @@ def evaluate_candidate(
             result.notes.append("no baseline or base model to compare with: win rate not measured")
         else:
             ours, theirs = _paired(result.generations, baseline)
-            result.metrics["win_rate"] = win_rate(options.judge, ours, theirs)
+            result.metrics["win_rate"] = win_rate(judged_preferences(options.judge, ours, theirs)).estimate
         if hasattr(options.judge, "score"):
             result.metrics["judge_score"] = fmean(options.judge.score([g.conversation() for g in result.generations]))
 

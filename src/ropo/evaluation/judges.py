@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from statistics import fmean
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -48,14 +47,15 @@ class PointwiseJudge(ABC):
         return [1.0 if a > b else 0.0 if a < b else 0.5 for a, b in pairs]
 
 
-def win_rate(judge: Judge, candidates: Sequence[Conversation], baselines: Sequence[Conversation]) -> float:
-    """Mean preference for the candidates over the baselines (ties count one half)."""
+def judged_preferences(judge: Judge, candidates: Sequence[Conversation], baselines: Sequence[Conversation]) -> list[float]:
+    """The judge's preference for each candidate over its baseline (1 win, 0.5 tie, 0 loss), checked:
+    what ``ropo.evaluation.statistics.win_rate`` turns into a win rate with its interval."""
     if not candidates:
-        raise ValueError("win_rate needs at least one pair")
+        raise ValueError("judged_preferences needs at least one pair")
     preferences = judge.compare(candidates, baselines)
     if len(preferences) != len(candidates) or not all(0.0 <= p <= 1.0 for p in preferences):
         raise EvaluationError(f"judge {judge.name!r} must return one preference in [0, 1] per pair")
-    return fmean(preferences)
+    return preferences
 
 
 class RewardModelJudge(PointwiseJudge):

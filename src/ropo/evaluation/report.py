@@ -252,8 +252,24 @@ def _frontier_cell(point: dict[str, Any], metric: dict[str, Any]) -> str:
     return f"<td>{shown}</td>"
 
 
-def frontier_section(directory: Path, frontier: dict[str, Any]) -> str:
-    """A study's plots (its PNGs inlined) and every point with its 95 % intervals."""
+def comparisons_table(comparisons: Sequence[dict[str, Any]]) -> str:
+    """The paired differences (reference − rival at matched sqrt(KL)) as one HTML table."""
+    rows = "".join(
+        f"<tr><th class=metric>{html.escape(c['reference'])} − {html.escape(c['rival'])}</th><td>{html.escape(c['metric'])}</td>"
+        f"<td>{c['sqrt_kl']:.2f}</td><td>{c['difference']:+.4g} [{c['ci'][0]:+.4g}, {c['ci'][1]:+.4g}]</td>"
+        f"<td>{html.escape(','.join(map(str, c['seeds'])))}</td></tr>"
+        for c in comparisons
+    )
+    return ("<h3>Paired comparisons at matched KL</h3><p class=meta>The reference's metric minus the rival's, read along"
+            " each curve at the same sqrt(KL), with a 95 % bootstrap interval over the same resampled prompts or items"
+            " and seeds: an interval without 0 is a difference the study resolves.</p><div style='overflow-x:auto'><table>"
+            "<thead><tr><th>comparison</th><th>metric</th><th>sqrt(KL)</th><th>difference [95 % CI]</th><th>seeds</th></tr>"
+            f"</thead><tbody>{rows}</tbody></table></div>")
+
+
+def frontier_section(directory: Path, frontier: dict[str, Any], committed: bool = False) -> str:
+    """A study's plots (its PNGs inlined), its paired comparisons and every point with its 95 %
+    intervals; ``committed``: the study committed with the project, shown beside a user's own runs."""
     plots = "".join(
         f"<figure class=plot><figcaption>{html.escape(item['title'])}</figcaption><img alt='{html.escape(item['title'])}' "
         f"src='data:image/png;base64,{base64.b64encode((directory / item['file']).read_bytes()).decode()}'></figure>"
@@ -267,9 +283,12 @@ def frontier_section(directory: Path, frontier: dict[str, Any]) -> str:
         for p in frontier["points"]
     )
     settings = html.escape(json.dumps({k: v for k, v in frontier.get("settings", {}).items() if k != "plan"}))
-    return (f"<h2>Frontier: {html.escape(str(directory))}</h2><p class=meta>Each metric against sqrt(KL(π ‖ base)); "
+    title = (f"The committed frontier study (measured for the project, not by this run): {directory}" if committed
+             else f"Frontier: {directory}")
+    comparisons = comparisons_table(frontier["comparisons"]) if frontier.get("comparisons") else ""
+    return (f"<h2>{html.escape(title)}</h2><p class=meta>Each metric against sqrt(KL(π ‖ base)); "
             f"bands and brackets are 95 % bootstrap intervals over prompts (probe questions for retention).</p>"
-            f"<div class=plots>{plots}</div><h3>Every point</h3><div style='overflow-x:auto'><table><thead><tr><th>series</th>"
+            f"<div class=plots>{plots}</div>{comparisons}<h3>Every point</h3><div style='overflow-x:auto'><table><thead><tr><th>series</th>"
             f"<th>step</th><th>learning rate</th>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
             f"<ul class=notes><li>settings: {settings}</li></ul>")
 
@@ -316,14 +335,17 @@ def plot_file_name(title: str) -> str:
     return "plots/" + "-".join(re.findall(r"[a-z0-9]+", title.lower())) + ".png"
 
 
-def build_report(paths: Sequence[str | Path], output_dir: str | Path) -> tuple[Path, Path]:
+def build_report(paths: Sequence[str | Path], output_dir: str | Path,
+                 committed_studies: Sequence[Path] = ()) -> tuple[Path, Path]:
     """Write ``report.html`` (plots inline, so it travels as one file), ``metrics.json`` and each
     plot as a PNG under ``plots/`` (for pages that embed them) for the runs and eval results at
-    ``paths``; a frontier study folder among them adds its section (its plots stay in its folder)."""
+    ``paths``; a frontier study folder among them adds its section (its plots stay in its folder).
+    ``committed_studies``: frontier folders shown after them, marked as the project's own study."""
     frontier_dirs = [Path(p) for p in paths if (Path(p) / FRONTIER_FILE).is_file()]
     others = [p for p in paths if Path(p) not in frontier_dirs]
     runs, documents = collect_runs(others) if others else ([], [])
     frontiers = "".join(frontier_section(d, read_frontier(d)) for d in frontier_dirs)
+    frontiers += "".join(frontier_section(d, read_frontier(d), committed=True) for d in committed_studies)
     figures = all_figures(_series(runs)) if runs else {}
     columns = shown_columns(runs)
     best = best_runs(runs, columns)
@@ -335,6 +357,7 @@ def build_report(paths: Sequence[str | Path], output_dir: str | Path) -> tuple[P
         "plot_files": [plot_file_name(title) for title in figures],
         "evaluations": documents,
         "frontiers": [str(d) for d in frontier_dirs],
+        "committed_studies": [str(d) for d in committed_studies],
     }
     output_dir = Path(output_dir)
     for title, png in figures.items():

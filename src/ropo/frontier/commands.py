@@ -38,15 +38,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     frontier = subparsers.add_parser(
         "frontier",
         help="the KL-frontier study: every method's checkpoints, judged and measured against sqrt(KL)",
-        description="Trains each series (RoPO presets, plain DPO, LoRA, RoPO ablations) with the same data, "
-        "steps, batch and β, at its usual learning rate times a per-method factor (full 10, LoRA 3, RoPO 1, "
-        "measured to reach over-optimisation with overlapping KL ranges), long enough to over-optimise, "
-        "and measures 5 checkpoints of each method and 3 of each RoPO ablation (and the base) on the demo task's held-out prompts: judge score, "
-        "win rate and length-controlled win rate against the base, KL, length, diversity and QA retention, "
-        "each with a 95 % bootstrap interval. Writes OUT/frontier.json and OUT/plots/. Every piece is cached: "
-        "rerunning resumes an interrupted study and reuses what is done. The default study takes about 3 hours "
-        "on a 2-core CPU (measured: the base 4.5 min, each checkpoint 3–4 min, each training run 8–15 min; "
-        "all seven series); --methods runs a subset.",
+        description="Trains each series (RoPO, plain DPO, LoRA r=16, a LoRA with RoPO's parameter count, PEFT's "
+        "OFT, and RoPO's presets and ablations) with the same data, steps, batch and β, at its usual learning rate "
+        "times a per-method factor (measured, from KL alone, to reach over-optimisation with overlapping KL ranges), "
+        "at seeds 0, 1 and 2 (the ablations at 0), and measures its checkpoints (and the base) on the same held-out "
+        "prompts, probe items and text passages: judge score, win rates against the base, KL, length, diversity, "
+        "knowledge (plain QA, multiple choice, answer likelihood), QA under a brevity instruction, text likelihood "
+        "and degeneration, each with a 95 % bootstrap interval; then RoPO against every rival at matched sqrt(KL), "
+        "paired over items and seeds. Writes OUT/frontier.json (points and comparisons) and OUT/plots/. Every piece "
+        "is cached: rerunning resumes an interrupted study and reuses what is done. --methods runs a subset.",
     )
     frontier.add_argument("--quick", action="store_true",
                           help="a tiny random model, 3 checkpoints per series: a smoke test of the study (under a minute)")

@@ -8,8 +8,15 @@ sqrt(KL(π‖π_ref)) (Gao et al. 2022; Rafailov et al. 2024, arXiv 2406.02900),
 compared where their KL ranges overlap.
 
 Fairness rules, kept by construction here (and tested):
-- every series trains on the same data, steps, batch, schedule, β and seed;
-- every series is checkpointed at the same steps;
+- every series trains on the same data, steps, batch, schedule and β; at each seed, every series
+  trained at every seed (``SeriesSpec.every_seed``) trains with that seed (its data order), so seed k of two methods pairs;
+- every series is checkpointed at the same steps, and every point is measured on the same prompts,
+  samples' seed, probe items and text passages (so any two points pair item by item);
+- the rivals RoPO is compared with are chosen for what they separate: full DPO (no adapter), LoRA
+  r = 16 on the same layers (the usual adapter), a LoRA with RoPO's trainable-parameter count on
+  the same layers (``lora-r<k>``, computed by ``ropo.methods.matched_lora``: capacity held equal,
+  geometry differs) and PEFT's OFT (another orthogonal input rotation: "any rotation" against
+  RoPO's Householder + Givens parametrisation and magnitudes);
 - a method's learning rate is its usual rate (the demo's) times a factor per method, both in the
   method registry (``ropo.methods``; ``LEARNING_RATE_SCALES`` lists the factors), set so that each
   method's checkpoints reach the over-optimised regime and the methods' KL ranges overlap (a frontier compares methods at equal KL, so the rates are a
@@ -23,7 +30,16 @@ Fairness rules, kept by construction here (and tested):
     (step 12: KL 53 nats, judge score 0.28 against the base's 0.66, every answer at the length
     limit, QA accuracy 18 % against 44 %; kept in ``docs/results/frontier/pilot/``), so RoPO
     keeps × 1;
-  - LoRA at 5e-4 reached KL 3.2 after 40 steps in the demo; × 3 puts its 60 steps between.
+  - LoRA at 5e-4 reached KL 3.2 after 40 steps in the demo; × 3 puts its 60 steps between; the
+    rank-matched LoRA keeps LoRA's rate and factor (it is LoRA at a smaller rank);
+  - OFT at LoRA's rate × 3 (the placeholder) was at KL 34 by its first checkpoint and 70 by step 36
+    (``docs/results/frontier-v2/pilot/``, KL only): past RoPO's whole range, so × 3 fails the
+    overlap rule; × 1 is the next candidate and must be measured the same way before OFT's series
+    is trained.
+
+Seeds: the compared series train at seeds 0, 1 and 2 (seeds 1 and 2 measured at every other
+checkpoint); the RoPO presets and ablations at seed 0. A study that stops early has its paired
+comparisons' runs first (``StudyPlan.runs``).
 
 The RoPO ablations change one option of the ``ropo-2025`` preset each. "Givens only"
 (``householder_reflections: 0``) is exactly the ``ropo-2024`` preset (bidirectional Givens plus

@@ -62,7 +62,8 @@ if TYPE_CHECKING:
     from ropo.training.recipe import Recipe
     from ropo.training.spec import RunSpec
 
-FORMAT = "ropo-frontier/1"
+#: Format 2: points carry ``seed`` and the split retention metrics; ``comparisons`` added.
+FORMAT = "ropo-frontier/2"
 
 
 @dataclass
