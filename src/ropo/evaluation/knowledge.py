@@ -28,9 +28,8 @@ from functools import lru_cache
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from ropo.evaluation.retention import QA_INSTRUCTION, QAItem, answer_matches, normalize_answer
+from ropo.evaluation.retention import QA_INSTRUCTION, QAItem, answer_matches, greedy_answers, normalize_answer
 from ropo.evaluation.scoring import continuation_log_likelihoods
-from ropo.generation import Prompt, SamplingSettings, generate
 
 #: Room for "The capital of France is Paris." and a clause more; the brevity probe keeps its 16.
 PLAIN_MAX_NEW_TOKENS = 32
@@ -100,13 +99,8 @@ def _answer_ids(tokenizer: PreTrainedTokenizerBase, answer: str) -> list[int]:
     return tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
 
 
-def _greedy(model, tokenizer, items, prefix: str, max_new_tokens: int, batch_size: int) -> list[str]:
-    prompts = [Prompt(i, (prefix + item.question,), "qa_probe") for i, item in enumerate(items)]
-    settings = SamplingSettings(max_new_tokens=max_new_tokens, do_sample=False, samples_per_prompt=1, batch_size=batch_size)
-    return [g.text for g in generate(model, tokenizer, prompts, settings, progress=False)]
-
-
 def is_off_language(answer: str) -> bool:
+    """True for an answer of at least ``LANGUAGE_MIN_WORDS`` words with no English function word."""
     words = re.findall(r"[^\W\d_]+", answer.lower())
     return len(words) >= LANGUAGE_MIN_WORDS and not ENGLISH_FUNCTION_WORDS.intersection(words)
 
@@ -119,8 +113,8 @@ def knowledge_items(
     brevity_max_new_tokens: int = 16,
 ) -> KnowledgeItems:
     """Every knowledge measure of ``model`` on ``items``, per item."""
-    brevity = _greedy(model, tokenizer, items, QA_INSTRUCTION, brevity_max_new_tokens, batch_size)
-    plain = _greedy(model, tokenizer, items, "", PLAIN_MAX_NEW_TOKENS, batch_size)
+    brevity = greedy_answers(model, tokenizer, items, QA_INSTRUCTION, brevity_max_new_tokens, batch_size)
+    plain = greedy_answers(model, tokenizer, items, "", PLAIN_MAX_NEW_TOKENS, batch_size)
     contexts = [_context_ids(tokenizer, item.question) for item in items]
     options = [[_answer_ids(tokenizer, choice) for choice in choices(items, i)] for i in range(len(items))]
     scores = continuation_log_likelihoods(

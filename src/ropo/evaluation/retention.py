@@ -70,6 +70,14 @@ def answer_matches(prediction: str, answers: Sequence[str]) -> bool:
     return any(f" {normalize_answer(answer)} " in padded for answer in answers)
 
 
+def greedy_answers(model: nn.Module, tokenizer: PreTrainedTokenizerBase, items: Sequence[QAItem], instruction: str,
+                   max_new_tokens: int, batch_size: int, progress: bool = False) -> list[str]:
+    """Each question, after ``instruction``, answered greedily as one user turn."""
+    prompts = [Prompt(i, (instruction + item.question,), "qa_probe") for i, item in enumerate(items)]
+    settings = SamplingSettings(max_new_tokens=max_new_tokens, do_sample=False, samples_per_prompt=1, batch_size=batch_size)
+    return [g.text for g in generate(model, tokenizer, prompts, settings, progress=progress, description="QA probe")]
+
+
 def qa_probe(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -79,14 +87,12 @@ def qa_probe(
     progress: bool = False,
 ) -> QAResult:
     """Greedy-answer accuracy and gold-answer log-likelihood on ``items``."""
-    prompts = [Prompt(i, (QA_INSTRUCTION + item.question,), "qa_probe") for i, item in enumerate(items)]
-    greedy = SamplingSettings(max_new_tokens=max_new_tokens, do_sample=False, samples_per_prompt=1, batch_size=batch_size)
-    answers = generate(model, tokenizer, prompts, greedy, progress=progress, description="QA probe")
-    correct = tuple(answer_matches(a.text, item.answers) for a, item in zip(answers, items))
+    answers = greedy_answers(model, tokenizer, items, QA_INSTRUCTION, max_new_tokens, batch_size, progress)
+    correct = tuple(answer_matches(answer, item.answers) for answer, item in zip(answers, items))
     pairs = [
-        (render_prompt(tokenizer, [{"role": "user", "content": p.turns[0]}]),
+        (render_prompt(tokenizer, [{"role": "user", "content": QA_INSTRUCTION + item.question}]),
          tokenizer(item.answers[0], add_special_tokens=False)["input_ids"])
-        for p, item in zip(prompts, items)
+        for item in items
     ]
     return QAResult(fmean(correct), fmean(continuation_log_likelihoods(model, pairs, batch_size)), correct)
 
