@@ -6,7 +6,7 @@ from ropo.metrics.catalogue import CATALOGUE, metric
 
 
 def _columns() -> dict[str, list[str]]:
-    from ropo.demo.run import CONTRACT_KEYS, SUMMARY_COLUMNS
+    from ropo.demo.run import CONTRACT_KEYS, EVAL_KEYS, SUMMARY_COLUMNS
     from ropo.evaluation.report import COLUMNS
     from ropo.frontier import summary
     from ropo.frontier.plots import FRONTIER_PLOTS
@@ -15,7 +15,7 @@ def _columns() -> dict[str, list[str]]:
     return {
         "ropo eval report": [c.key for c in COLUMNS],
         "demo summary.md": [key for key, _, _ in SUMMARY_COLUMNS],
-        "demo metrics.json": list(CONTRACT_KEYS),
+        "demo metrics.json": [*CONTRACT_KEYS, *EVAL_KEYS],
         # ``seed`` and ``step`` name the point (with its series), they are not measurements.
         "frontier summary.md": [key for key, _, _ in summary.COLUMNS if key not in ("seed", "step")],
         "frontier plots": [key for key, _ in FRONTIER_PLOTS],
@@ -35,6 +35,4 @@ def test_every_column_is_a_catalogue_metric(table):
 
 
 def test_the_catalogue_declares_each_metric_once():
-    eval_keys = [m.eval_key for m in CATALOGUE.values() if m.eval_key]
-    assert len(set(eval_keys)) == len(eval_keys) and not set(eval_keys) & set(CATALOGUE)
-    assert all(m.direction in (-1, 0, 1) for m in CATALOGUE.values())
+    assert all(key == m.key and m.direction in (-1, 0, 1) and m.label for key, m in CATALOGUE.items())

@@ -35,6 +35,7 @@ from ropo.evaluation import (
 from ropo.generation import GenerationError, _split_answer, render_prompt
 from ropo.evaluation.retention import answer_matches, normalize_answer
 from ropo.evaluation.scoring import continuation_log_likelihoods
+from ropo.metrics.catalogue import CATALOGUE
 from ropo.tiny_models import tiny_causal_lm, tiny_tokenizer
 
 PROMPTS = [Prompt(1, ("hi",), "t"), Prompt(2, ("tell me a long story please",), "t"), Prompt(3, ("why?",), "t")]
@@ -348,15 +349,19 @@ def test_evaluate_models_writes_every_result(trained_ropo, tuned_full, base, tok
     document = json.loads((tmp_path / "eval.json").read_text())
     assert [m["name"] for m in document["models"]] == ["base", "ropo", "full", "lonely"]
     assert document["sampling"]["samples_per_prompt"] == 2 and document["judge"] == "reward-model"
+    assert document["format"] == "ropo-eval/2"
     by_name = {m["name"]: m for m in document["models"]}
+    # One name per measurement: eval.json's keys are the catalogue's, as in every other result file
+    # (lm-eval's scores, not asked for here, keep lm-eval's names under lm_eval/).
+    assert {key for m in document["models"] for key in m["metrics"]} <= set(CATALOGUE)
     for name in ("ropo", "full"):
         metrics = by_name[name]["metrics"]
-        for key in ("win_rate", "mean_length", "distinct_1", "self_bleu", "kl_to_reference", "qa_accuracy",
-                    "qa_answer_logprob_change", "he_change"):
+        for key in ("win_rate", "mean_length", "distinct_1", "self_bleu", "kl", "retention_accuracy",
+                    "retention_logprob_change", "he_change"):
             assert metrics[key] is not None, (name, key)
         assert len(by_name[name]["he_layers"]) == 4
     assert by_name["ropo"]["metrics"]["he_change_max"] < 1e-6 < by_name["full"]["metrics"]["he_change_max"]
-    assert "kl_to_reference" not in by_name["lonely"]["metrics"] and "pass --base" in by_name["lonely"]["notes"][0]
+    assert "kl" not in by_name["lonely"]["metrics"] and "pass --base" in by_name["lonely"]["notes"][0]
     assert by_name["base"]["role"] == "baseline" and "win_rate" not in by_name["base"]["metrics"]
     lines = (tmp_path / "generations" / "ropo.jsonl").read_text().splitlines()
     assert len(lines) == len(PROMPTS) * 2 == len(results[1].generations)

@@ -46,14 +46,14 @@ def report_inputs(tmp_path):
     write_run(tmp_path / "runs" / "ropo", 0.01, 0.02, 1e-8)
     write_run(tmp_path / "runs" / "dpo-full", 0.03, 0.5, 4e-3)
     document = {
-        "format": "ropo-eval/1", "judge": "rm:tiny", "baseline": "sft", "prompts": {"count": 24},
+        "format": "ropo-eval/2", "judge": "rm:tiny", "baseline": "sft", "prompts": {"count": 24},
         "sampling": {"max_new_tokens": 256, "temperature": 0.7},
         "models": [
             eval_entry("sft", role="baseline", mean_length=80.0, self_bleu=5.0, hit_limit_rate=0.0),
             eval_entry("ropo", win_rate=0.61, mean_length=95.0, hit_limit_rate=0.05, self_bleu=12.0,
-                       kl_to_reference=0.4, he_change=2e-8, orthogonality_error=3e-7, qa_accuracy=0.5),
+                       kl=0.4, he_change=2e-8, orthogonality_error=3e-7, retention_accuracy=0.5),
             eval_entry("dpo-full", win_rate=0.58, mean_length=180.0, hit_limit_rate=0.05, self_bleu=30.0,
-                       kl_to_reference=6.0, he_change=5e-3, orthogonality_error=None, qa_accuracy=0.4),
+                       kl=6.0, he_change=5e-3, orthogonality_error=None, retention_accuracy=0.4),
         ],
     }
     (tmp_path / "eval").mkdir()
@@ -92,7 +92,7 @@ def test_best_values_are_marked_by_direction(report_inputs):
     _, metrics = build_report(paths, output)
     best = json.loads(metrics.read_text())["best"]
     assert best["win_rate"] == ["ropo"]  # higher is better
-    assert best["kl_to_reference"] == ["ropo"] and best["self_bleu"] == ["ropo"]  # lower is better
+    assert best["kl"] == ["ropo"] and best["self_bleu"] == ["ropo"]  # lower is better
     assert best["reward_margin"] == ["dpo-full"]
     assert "hit_limit_rate" not in best  # a tie marks nothing
     assert "mean_length" not in best  # no better direction
@@ -123,6 +123,9 @@ def test_bad_inputs_name_the_file_and_line(tmp_path):
         build_report([tmp_path / "a" / "ropo", tmp_path / "b" / "ropo"], tmp_path / "out")
     (tmp_path / "eval.json").write_text('{"models": [{"name": "x"}]}')
     with pytest.raises(EvaluationError, match=r"models\[0\] needs a 'name' and a 'metrics'"):
+        build_report([tmp_path / "eval.json"], tmp_path / "out")
+    (tmp_path / "eval.json").write_text('{"format": "ropo-eval/1", "models": [{"name": "x", "metrics": {"kl_to_reference": 1}}]}')
+    with pytest.raises(EvaluationError, match=r"eval.json: written as 'ropo-eval/1', this ropo reads 'ropo-eval/2'; run `ropo eval` again"):
         build_report([tmp_path / "eval.json"], tmp_path / "out")
 
 

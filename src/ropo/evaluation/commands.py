@@ -94,7 +94,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         _candidates(args, device), prompts, options, args.output, baseline, args.prompts or f"(shipped) {DEFAULT_PROMPTS}"
     )
     for result in results:
-        shown = {k: v for k, v in result.metrics.items() if k in ("win_rate", "mean_length", "distinct_2", "kl_to_reference")}
+        shown = {k: v for k, v in result.metrics.items() if k in ("win_rate", "mean_length", "distinct_2", "kl")}
         print(f"{result.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items() if v is not None))
     print(f"results: {Path(args.output) / 'eval.json'}  (next: ropo report RUN_DIR ... {args.output})")
     return 0

@@ -32,7 +32,8 @@ from ropo.io import atomic_write_text
 from ropo.metrics import distinct_n, he_change_summary, length_stats, repetition_rate, self_bleu
 from ropo.metrics.catalogue import REPETITION_N
 
-FORMAT = "ropo-eval/1"
+#: Version 2: every metric under its catalogue key (version 1 wrote kl_to_reference, qa_accuracy, …).
+FORMAT = "ropo-eval/2"
 
 
 @dataclass
@@ -100,7 +101,7 @@ def answer_metrics(generations: Sequence[Generation], max_new_tokens: int) -> di
         "distinct_1": distinct_n(texts, 1),
         "distinct_2": distinct_n(texts, 2),
         "self_bleu": self_bleu(list(groups.values())),
-        f"repetition_{REPETITION_N}": repetition_rate(texts, REPETITION_N),
+        "repetition": repetition_rate(texts, REPETITION_N),
     }
 
 
@@ -146,7 +147,7 @@ def evaluate_candidate(
             result.metrics["judge_score"] = fmean(options.judge.score([g.conversation() for g in result.generations]))
 
     if reference is not None:
-        result.metrics["kl_to_reference"] = fmean(generation_kl(model, reference, result.generations, settings.batch_size))
+        result.metrics["kl"] = fmean(generation_kl(model, reference, result.generations, settings.batch_size))
         energies = layer_energies(model, candidate.base_model, options.he_modules)
         result.he_layers = [e.as_dict() for e in energies]
         result.metrics.update(he_change_summary(e.relative_change for e in energies))
@@ -154,13 +155,13 @@ def evaluate_candidate(
 
     if options.qa_items:
         probe = qa_probe(model, tokenizer, options.qa_items, settings.batch_size)
-        result.metrics["qa_accuracy"] = probe.accuracy
-        result.metrics["qa_answer_logprob"] = probe.answer_log_likelihood
+        result.metrics["retention_accuracy"] = probe.accuracy
+        result.metrics["retention_logprob"] = probe.answer_log_likelihood
         if reference is not None:
             with reference.model() as base:
                 base_probe = qa_probe(base, tokenizer, options.qa_items, settings.batch_size)
             result.metrics["qa_accuracy_base"] = base_probe.accuracy
-            result.metrics["qa_answer_logprob_change"] = probe.answer_log_likelihood - base_probe.answer_log_likelihood
+            result.metrics["retention_logprob_change"] = probe.answer_log_likelihood - base_probe.answer_log_likelihood
     if options.lm_eval_tasks:
         result.metrics.update(lm_eval_scores(
             model, tokenizer, options.lm_eval_tasks, options.lm_eval_limit, settings.batch_size, options.lm_eval_chat_template

@@ -19,9 +19,10 @@ from typing import Any
 
 from ropo.layout import DEMO_METRICS_FILE, EVAL_FILE, FRONTIER_FILE, REPORT_FILE, RUN_METRICS_FILE
 from ropo.evaluation.errors import EvaluationError
+from ropo.evaluation.evaluate import FORMAT as EVAL_FORMAT
 from ropo.evaluation.plots import WIDE_FIGURES, Series, all_figures
 from ropo.io import atomic_write, atomic_write_text
-from ropo.metrics.catalogue import metric
+from ropo.metrics.catalogue import REPETITION_N, metric
 
 
 
@@ -65,11 +66,11 @@ COLUMNS = (
     _column("distinct_1", "Distinct-1", ".3f", "diversity"),
     _column("distinct_2", "Distinct-2", ".3f", "diversity"),
     _column("self_bleu", "Self-BLEU between samples", ".1f", "diversity"),
-    _column("repetition_3", "Repeated 3-grams within an answer", "%", "diversity"),
-    _column("qa_accuracy", "QA probe accuracy", "%", "retention"),
+    _column("repetition", f"Repeated {REPETITION_N}-grams within an answer", "%", "diversity"),
+    _column("retention_accuracy", "QA probe accuracy", "%", "retention"),
     _column("qa_accuracy_base", "QA probe accuracy of the base", "%"),
-    _column("qa_answer_logprob_change", "Answer log-likelihood change vs base (nats)", "+.3f", "retention"),
-    _column("kl_to_reference", "KL(policy ‖ base) per answer (nats)", ".3g", "drift"),
+    _column("retention_logprob_change", "Answer log-likelihood change vs base (nats)", "+.3f", "retention"),
+    _column("kl", "KL(policy ‖ base) per answer (nats)", ".3g", "drift"),
     _column("he_change", "Mean |HE change| per layer (relative)", ".2e", "drift"),
     _column("he_change_max", "Max |HE change| per layer (relative)", ".2e", "drift"),
     _column("orthogonality_error", "Orthogonality error max|QᵀQ−I|", ".1e"),
@@ -125,6 +126,9 @@ def read_eval(path: Path) -> dict[str, Any]:
     for number, model in enumerate(document["models"], 1):
         if not isinstance(model, dict) or not isinstance(model.get("name"), str) or not isinstance(model.get("metrics"), dict):
             raise EvaluationError(f"{path}: models[{number - 1}] needs a 'name' and a 'metrics' object")
+    if document.get("format") != EVAL_FORMAT:  # other metric names: its columns would silently show nothing
+        raise EvaluationError(f"{path}: written as {document.get('format')!r}, this ropo reads {EVAL_FORMAT!r}; "
+                              "run `ropo eval` again to rewrite it")
     return document
 
 

@@ -1,8 +1,8 @@
 """The metric catalogue: each metric declared once, with its key, label, direction and interval.
 
-Every table, summary and plot names its columns by these keys (a test checks it); a table keeps
-only its own header and number format. ``ropo eval`` still writes three metrics under older names
-(``eval_key``): the catalogue is where the two names of one measurement meet.
+Every result file (``eval.json``, a frontier point, the demo's ``metrics.json``), table, summary
+and plot names a metric by its key here (a test checks it); a table keeps only its own header and
+number format. (lm-eval's scores keep lm-eval's own names, under ``lm_eval/``.)
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ class MetricSpec:
     label: str
     direction: int = 0  # +1 higher is better, −1 lower is better, 0 neither
     interval: bool = False  # measured with a 95 % bootstrap interval (``key + CI_SUFFIX``)
-    eval_key: str | None = None  # its name in ``ropo eval``'s results, where that differs
 
 
 CATALOGUE: dict[str, MetricSpec] = {m.key: m for m in (
-    MetricSpec("kl", "KL(π ‖ base) per answer (nats)", -1, True, eval_key="kl_to_reference"),
+    MetricSpec("kl", "KL(π ‖ base) per answer (nats)", -1, True),
     MetricSpec("judge_score", "judge score (mean)", +1, True),
     MetricSpec("win_rate", "win rate vs base", +1, True),
     MetricSpec("lc_win_rate", "length-controlled win rate vs base", +1, True),
@@ -35,9 +34,10 @@ CATALOGUE: dict[str, MetricSpec] = {m.key: m for m in (
     MetricSpec("distinct_1", "distinct-1", +1),
     MetricSpec("distinct_2", "distinct-2", +1, True),
     MetricSpec("self_bleu", "self-BLEU between samples", -1, True),
-    MetricSpec("repetition", f"repeated {REPETITION_N}-grams within an answer", -1, eval_key=f"repetition_{REPETITION_N}"),
+    MetricSpec("repetition", f"repeated {REPETITION_N}-grams within an answer", -1),
     # ``ropo eval``'s probe: the question under "answer in as few words as possible", 24 tokens.
-    MetricSpec("retention_accuracy", "QA probe accuracy (brevity instruction)", +1, True, eval_key="qa_accuracy"),
+    MetricSpec("retention_accuracy", "QA probe accuracy (brevity instruction)", +1, True),
+    MetricSpec("retention_logprob", "QA gold-answer log-likelihood per token under the probe's prompt (nats)", +1),
     MetricSpec("qa_accuracy_base", "QA probe accuracy of the base"),
     # Forgetting split into what each measure measures (``ropo.evaluation.knowledge``).
     MetricSpec("brevity_accuracy", "QA accuracy under the brevity instruction (instruction following)", +1, True),
@@ -47,8 +47,7 @@ CATALOGUE: dict[str, MetricSpec] = {m.key: m for m in (
     MetricSpec("text_log_likelihood", "Python-docs text log-likelihood per token (nats)", +1, True),
     MetricSpec("off_language_rate", "plain answers not in English (degeneration)", -1, True),
     MetricSpec("evasion_rate", "brevity answers that refuse or talk about the instruction (degeneration)", -1, True),
-    MetricSpec("retention_logprob_change", "QA gold-answer log-likelihood change vs base (nats)", +1,
-               eval_key="qa_answer_logprob_change"),
+    MetricSpec("retention_logprob_change", "QA gold-answer log-likelihood change vs base (nats)", +1),
     MetricSpec("he_change", "mean |relative HE change| per tracked layer", -1),
     MetricSpec("he_change_max", "max |relative HE change| per tracked layer", -1),
     MetricSpec("orthogonality_error", "orthogonality error max|QᵀQ−I|", -1),
@@ -60,10 +59,8 @@ CATALOGUE: dict[str, MetricSpec] = {m.key: m for m in (
     MetricSpec("trainable_params", "trainable parameters"),
     MetricSpec("train_seconds", "training time (s)"),
 )}
-#: ``ropo eval``'s older names → the catalogue's.
-_BY_EVAL_KEY = {m.eval_key: m for m in CATALOGUE.values() if m.eval_key}
 
 
 def metric(key: str) -> MetricSpec:
-    """The catalogue entry named ``key`` (or named ``key`` in ``ropo eval``'s results)."""
-    return CATALOGUE[key] if key in CATALOGUE else _BY_EVAL_KEY[key]
+    """The catalogue entry named ``key``."""
+    return CATALOGUE[key]
