@@ -29,7 +29,8 @@ def trained(tmp_path, monkeypatch):
     monkeypatch.chdir(project)
     data = REPO / "configs" / "data" / "tiny_prefs.jsonl"
     assert ropo_main(["train", str(REPO / "configs/tiny.yaml"), "output_dir=run", "model.name_or_path=base_f32",
-                      f"data.train={data}", "training.max_steps=1", "sample_every=0", "metrics_every=0"]) == 0
+                      f"data.train={data}", "training.max_steps=1", "training.save_steps=1", "sample_every=0",
+                      "metrics_every=0"]) == 0
     return project
 
 
@@ -56,3 +57,20 @@ def test_a_base_whose_weight_files_changed_is_refused(trained, capsys):
     assert ropo_main(["eval", "run", "--max-prompts", "1", "--max-new-tokens", "2", "--greedy", "--qa-probe", "none", "--no-progress",
                       "--output", "out"]) == 2
     assert "is not the one the run was trained on" in capsys.readouterr().err
+
+
+def test_a_resume_onto_another_base_is_refused(trained, capsys):
+    """Continuing the run (one more step) after base_f32 was replaced by other weights."""
+    shutil.rmtree(trained / "base_f32")
+    _base(trained / "base_f32", seed=3)
+    (trained / "base_f32" / "extra.safetensors").write_bytes(b"0" * 16)
+    recipe = (trained / "run" / "recipe.yaml").read_bytes()
+    data = REPO / "configs" / "data" / "tiny_prefs.jsonl"
+    assert ropo_main(["train", str(REPO / "configs/tiny.yaml"), "output_dir=run", "model.name_or_path=base_f32",
+                      f"data.train={data}", "training.max_steps=2", "training.save_steps=1", "sample_every=0",
+                      "metrics_every=0", "--resume", "--force"]) == 2
+    err = capsys.readouterr().err
+    base = trained / "base_f32"
+    assert f"run was trained on the base {base}; 'base_f32' now means {base}, whose weights differ" in err
+    assert "Traceback" not in err and (trained / "run" / "recipe.yaml").read_bytes() == recipe
+    assert not (trained / "run" / "checkpoints" / "checkpoint-2").exists()

@@ -11,7 +11,6 @@
 import contextlib
 import sys
 import types
-from pathlib import Path
 
 import pytest
 import torch

@@ -1,5 +1,6 @@
 """Ctrl-C and SIGTERM during `ropo train` (issue 20): one line saying which checkpoint was kept and
-the command that continues, no traceback; the advised command then finishes the run."""
+the command that continues, no traceback. (That ``--resume`` continues from the last complete
+checkpoint is tested in test_run_safety.py.)"""
 
 import os
 import signal

@@ -4,6 +4,7 @@ and one-line errors (exit code 2) instead of tracebacks."""
 import errno
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from ropo.paths import DiskFullError, OutputPathError
 from ropo.training.guards import NonFiniteError, NonFiniteGuard
 from ropo.training.recipe import RecipeError
 from ropo.training.spec import load_recipe
-from ropo.training.run import last_complete_checkpoint, train
+from ropo.training.run import checkpoint_defect, train
 from ropo.models.runs import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -246,7 +247,7 @@ def test_a_run_that_crashed_before_its_first_checkpoint_restarts(tmp_path, monke
     assert (run_dir / "recipe.yaml").is_file() and not (run_dir / "checkpoints").exists()
     (run_dir / "notes.txt").write_text("mine")
     assert ropo_main(["train", *_args(run_dir, "training.max_steps=1"), "--resume"]) == 2
-    assert "has no complete checkpoint yet; pass --restart" in capsys.readouterr().err
+    assert "has no complete checkpoint (none was written); pass --restart" in capsys.readouterr().err
     assert ropo_main(["train", *_args(run_dir, "training.max_steps=1"), "--restart"]) == 0
     assert (run_dir / "adapter").is_dir() and (run_dir / "notes.txt").read_text() == "mine"
 
@@ -283,9 +284,40 @@ def test_eval_of_a_missing_path_says_it_is_missing(capsys):
     assert "/path/that/does/not/exist: no such folder" in err and "Repo id" not in err
 
 
-def test_resume_skips_a_checkpoint_whose_state_was_cut_short(tmp_path):
-    """A kill while the trainer writes trainer_state.json (its last file) leaves it truncated."""
-    for step, text in ((2, '{"global_step": 2}'), (4, '{"global_step": 4, "log_hist')):
-        (tmp_path / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
-        (tmp_path / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").write_text(text)
-    assert last_complete_checkpoint(tmp_path).name == "checkpoint-2"
+#: How a kill or a power loss leaves the newest checkpoint: (file, what is left of it, the reason given).
+DAMAGE = {
+    "state cut short": ("trainer_state.json", lambda data: data[: len(data) // 2], "its trainer_state.json is missing or cut short"),
+    "empty weights": ("adapter_model.safetensors", lambda data: b"", "its adapter_model.safetensors is empty"),
+    "weights cut short": ("adapter_model.safetensors", lambda data: data[:100], "its adapter_model.safetensors is cut short"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_resume_passes_over_a_damaged_newest_checkpoint_and_says_why(tmp_path, capsys, damage):
+    """The run stopped while checkpoint-4 was written: `--resume` continues from checkpoint-2, says
+    which checkpoint it skipped and why, and finishes (no SafetensorError or JSONDecodeError)."""
+    name, cut, why = DAMAGE[damage]
+    run_dir, steps = tmp_path / "run", ["training.max_steps=4", "training.save_steps=2"]
+    assert ropo_main(["train", *_args(run_dir, *steps)]) == 0
+    shutil.rmtree(run_dir / "adapter")  # stopped before the final save
+    (run_dir / "train_summary.json").unlink()
+    damaged = run_dir / "checkpoints" / "checkpoint-4" / name
+    damaged.write_bytes(cut(damaged.read_bytes()))
+    capsys.readouterr()
+    assert ropo_main(["train", *_args(run_dir, *steps), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert f"--resume: skipping checkpoint-4 ({why}); continuing from checkpoint-2" in err
+    assert json.loads((run_dir / "train_summary.json").read_text())["global_step"] == 4
+    assert checkpoint_defect(run_dir / "checkpoints" / "checkpoint-4") is None  # written again, whole
+
+
+def test_a_data_warning_is_printed_once(tmp_path):
+    """Through the command, as a user sees it (pytest would collect warnings itself)."""
+    rows = DATA.read_text().splitlines()
+    data = tmp_path / "repeated.jsonl"
+    data.write_text("\n".join(rows + rows[:3]) + "\n")
+    result = subprocess.run([sys.executable, "-m", "ropo.cli", "train", str(TINY), f"output_dir={tmp_path / 'run'}",
+                             f"data.train={data}", *QUIET, "training.max_steps=1"],
+                            cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("3 row(s) repeat an earlier pair") == 1, result.stderr[-3000:]

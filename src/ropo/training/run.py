@@ -223,13 +223,43 @@ def recipe_differences(run_dir: Path, recipe: Recipe) -> list[str]:
     return sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
 
 
+def _checkpoints(run_dir: Path) -> list[Path]:
+    """The run's checkpoint folders, oldest first."""
+    found = [path for path in (run_dir / "checkpoints").glob("checkpoint-*") if path.name.removeprefix("checkpoint-").isdigit()]
+    return sorted(found, key=_step_in_name)
+
+
 def _complete_checkpoints(run_dir: Path) -> list[Path]:
-    """Checkpoints written to the end: the trainer writes ``trainer_state.json`` last, and a run
-    killed while writing it leaves it cut short (so it must also parse)."""
-    return [
-        path for path in (run_dir / "checkpoints").glob("checkpoint-*")
-        if path.name.removeprefix("checkpoint-").isdigit() and _state_is_whole(path / "trainer_state.json")
-    ]
+    """Checkpoints written to the end (see ``checkpoint_defect``), oldest first."""
+    return [path for path in _checkpoints(run_dir) if checkpoint_defect(path) is None]
+
+
+def checkpoint_defect(checkpoint: Path) -> str | None:
+    """Why ``checkpoint`` cannot be resumed from, in words, or None.
+
+    Why these checks: the trainer writes ``trainer_state.json`` last, so a kill while it writes
+    leaves that file cut short; a power loss can leave any file empty, or a safetensors file whose
+    header is cut (resuming from either ends in a SafetensorError or JSONDecodeError traceback).
+    """
+    if not _state_is_whole(checkpoint / "trainer_state.json"):
+        return "its trainer_state.json is missing or cut short"
+    for path in sorted(checkpoint.iterdir()):
+        if path.is_file() and path.stat().st_size == 0:
+            return f"its {path.name} is empty"
+        if path.suffix == ".safetensors" and not _safetensors_header_reads(path):
+            return f"its {path.name} is cut short"
+    return None
+
+
+def _safetensors_header_reads(path: Path) -> bool:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as tensors:
+            tensors.keys()
+    except Exception:  # safetensors raises its own error type for every kind of damage
+        return False
+    return True
 
 
 def _state_is_whole(state: Path) -> bool:
@@ -239,18 +269,32 @@ def _state_is_whole(state: Path) -> bool:
         return False
 
 
+def skipped_checkpoints(run_dir: Path) -> list[str]:
+    """What ``--resume`` passes over, in words: each checkpoint newer than the last complete one, and why."""
+    complete = _complete_checkpoints(run_dir)
+    newest = _step_in_name(complete[-1]) if complete else -1
+    return [f"{path.name} ({checkpoint_defect(path)})" for path in _checkpoints(run_dir) if _step_in_name(path) > newest]
+
+
+def _step_in_name(checkpoint: Path) -> int:
+    """The step in a checkpoint folder's name (readable when its files are not)."""
+    return int(checkpoint.name.removeprefix("checkpoint-"))
+
+
 def newest_complete_checkpoint(run_dir: Path) -> Path | None:
     """The newest checkpoint written to the end, or None."""
     complete = _complete_checkpoints(run_dir) if run_dir.is_dir() else []
-    return max(complete, key=lambda path: int(path.name.removeprefix("checkpoint-"))) if complete else None
+    return complete[-1] if complete else None
 
 
 def last_complete_checkpoint(run_dir: Path) -> Path:
     """The newest checkpoint that was written to the end (a killed run can leave a partial one)."""
     complete = _complete_checkpoints(run_dir)
     if not complete:
-        raise RecipeError(f"--resume: {run_dir} has no complete checkpoint yet; pass --restart to start it again from step 0")
-    return max(complete, key=lambda path: int(path.name.removeprefix("checkpoint-")))
+        skipped = "; ".join(skipped_checkpoints(run_dir)) or "none was written"
+        raise RecipeError(f"--resume: {run_dir} has no complete checkpoint ({skipped}); "
+                          "pass --restart to start it again from step 0")
+    return complete[-1]
 
 
 @dataclass
@@ -345,7 +389,7 @@ def _what_was_kept(run_dir: Path, method: str) -> str:
     weights = final_weights_dir(run_dir, method)
     complete = _complete_checkpoints(run_dir) if run_dir.is_dir() else []
     if complete:
-        newest = max(complete, key=lambda path: int(path.name.removeprefix("checkpoint-")))
+        newest = complete[-1]
         kept = f"the complete checkpoints up to {newest.name} are kept (--resume ignores an unfinished newer one)"
     else:
         kept = "no checkpoint was complete yet"
@@ -477,6 +521,9 @@ def _build_trainer(spec: RunSpec, run_dir: Path, data: _RunData, tokenizer: PreT
 def _fit(trainer, run_dir: Path, max_steps: int, resume: bool) -> None:
     """Train, from the last complete checkpoint when resuming."""
     checkpoint = last_complete_checkpoint(run_dir) if resume else None
+    if checkpoint is not None and trainer.is_world_process_zero():
+        for skipped in skipped_checkpoints(run_dir):
+            print(f"--resume: skipping {skipped}; continuing from {checkpoint.name}", file=sys.stderr)
     if checkpoint is not None and 0 < max_steps <= checkpoint_step(checkpoint):
         _load_last_checkpoint(trainer, checkpoint)  # trained to the end, the final save failed: no extra step
     else:
