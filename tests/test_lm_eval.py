@@ -102,3 +102,22 @@ def test_multiple_choice_through_lm_eval_equals_the_frontiers_choice_accuracy():
     scores = lm_eval_scores(model, tokenizer, ["ropo_qa_probe_mc"], limit=LIMIT, batch_size=2)
     own = knowledge_items(model, tokenizer, load_qa_probe(), batch_size=4).choice_correct[:LIMIT]
     assert scores["lm_eval/ropo_qa_probe_mc/acc"] == pytest.approx(sum(own) / LIMIT)
+
+
+def test_the_frontier_and_ropo_eval_take_lm_eval_tasks(tmp_path):
+    """``--lm-eval TASKS`` through both commands: every frontier point (the base too) carries the
+    task's score, and ``ropo eval`` of the run's final adapter gives its last point's score."""
+    task, key = "ropo_qa_probe_mc", "lm_eval/ropo_qa_probe_mc/acc"
+    out = tmp_path / "frontier"
+    assert ropo_main(["frontier", "--quick", "--methods", "ropo-2025", "--out", str(out), "--no-progress",
+                      "--lm-eval", task, "--lm-eval-limit", str(LIMIT)]) == 0
+    frontier = json.loads((out / "frontier.json").read_text())
+    points = frontier["points"]
+    assert [p["step"] for p in points] == [0, 1, 2, 3]
+    assert all(0.0 <= p[key] <= 1.0 for p in points)
+    run = out / "runs" / "ropo-2025" / "seed-0"
+    assert ropo_main(["eval", str(run), "--judge", "none", "--max-prompts", "1", "--max-new-tokens", "2", "--greedy",
+                      "--qa-probe", "none", "--no-progress", "--output", str(tmp_path / "eval"),
+                      "--lm-eval", task, "--lm-eval-limit", str(LIMIT)]) == 0
+    [model] = json.loads((tmp_path / "eval" / "eval.json").read_text())["models"]
+    assert model["metrics"][key] == points[-1][key]

@@ -106,7 +106,8 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse's type for a count (ropo eval's and ropo frontier's options)."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
@@ -122,25 +123,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument("models", nargs="+", metavar="RUN_DIR_OR_MODEL")
     evaluate.add_argument("--prompts", help="JSONL with 'prompt'/'instruction'/'turns' (AlpacaEval .json and MT-Bench question.jsonl work); default: a shipped set")
-    evaluate.add_argument("--max-prompts", type=_positive, help="use only the first N prompts")
+    evaluate.add_argument("--max-prompts", type=positive_int, help="use only the first N prompts")
     evaluate.add_argument("--baseline", help="model every run is compared with (default: each run's own base model)")
     evaluate.add_argument("--base", help="base model for KL, retention and HE change of runs without an adapter (default: the run's recipe base)")
     evaluate.add_argument("--judge", default="none", help="'none', 'rm:<reward model>' or '<module>:<factory>' (default: none)")
     evaluate.add_argument("--qa-probe", help="JSONL of {question, answers}; 'none' to skip; default: a shipped probe")
     evaluate.add_argument("--lm-eval", help="comma-separated lm-evaluation-harness tasks for retention, e.g. mmlu,arc_easy "
                           "or ropo_qa (the QA probe); needs pip install 'ropo[eval]'")
-    evaluate.add_argument("--lm-eval-limit", type=_positive, help="examples per lm-eval task")
+    evaluate.add_argument("--lm-eval-limit", type=positive_int, help="examples per lm-eval task")
     evaluate.add_argument("--lm-eval-chat-template", action="store_true", help="render lm-eval prompts with the chat template "
                           "(as ropo's own QA probe is)")
     evaluate.add_argument("--he-modules", default=",".join(DEFAULT_HE_MODULES), help="layers measured in models without adapters")
-    evaluate.add_argument("--max-new-tokens", type=_positive, default=SamplingSettings.max_new_tokens)
+    evaluate.add_argument("--max-new-tokens", type=positive_int, default=SamplingSettings.max_new_tokens)
     evaluate.add_argument("--temperature", type=float, default=SamplingSettings.temperature)
     evaluate.add_argument("--top-p", type=float, default=SamplingSettings.top_p)
     evaluate.add_argument("--top-k", type=int, default=SamplingSettings.top_k, help="0 = off")
-    evaluate.add_argument("--samples", type=_positive, default=SamplingSettings.samples_per_prompt, help="samples per prompt (self-BLEU needs 2+)")
+    evaluate.add_argument("--samples", type=positive_int, default=SamplingSettings.samples_per_prompt, help="samples per prompt (self-BLEU needs 2+)")
     evaluate.add_argument("--greedy", action="store_true", help="greedy decoding, one sample per prompt")
     evaluate.add_argument("--seed", type=int, default=SamplingSettings.seed)
-    evaluate.add_argument("--batch-size", type=_positive, default=SamplingSettings.batch_size)
+    evaluate.add_argument("--batch-size", type=positive_int, default=SamplingSettings.batch_size)
     evaluate.add_argument("--device", help="default: cuda if available, else cpu")
     evaluate.add_argument("--output", default="eval", help="output folder (default: ./eval)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")

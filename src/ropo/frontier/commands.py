@@ -13,7 +13,13 @@ def _frontier(args: argparse.Namespace) -> int:
     from ropo.frontier.study import run_study
 
     seeds = tuple(_seeds(args.seeds)) if args.seeds else None
-    plan = build_plan(args.quick, args.methods.split(",") if args.methods else None, args.model, seeds)
+    tasks = tuple(task for task in (args.lm_eval or "").split(",") if task)
+    if tasks:
+        from ropo.evaluation.harness import require_lm_eval
+
+        require_lm_eval()  # before any model loads or trains
+    plan = build_plan(args.quick, args.methods.split(",") if args.methods else None, args.model, seeds,
+                      tasks, args.lm_eval_limit)
     out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
     result = run_study(plan, out, progress=not args.no_progress, train_only=args.train_only)
     if result is None:
@@ -33,6 +39,7 @@ def _seeds(text: str) -> list[int]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from ropo.evaluation.commands import positive_int
     from ropo.frontier.plan import SERIES
 
     frontier = subparsers.add_parser(
@@ -60,5 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                "the ablations at the first")
     frontier.add_argument("--train-only", action="store_true",
                           help="train every run a missing point needs, measure nothing (the measuring can follow later)")
+    frontier.add_argument("--lm-eval", default=None, metavar="TASKS",
+                          help="comma-separated lm-evaluation-harness tasks scored at every point as well, e.g. "
+                               "mmlu,arc_easy or ropo_qa (needs ropo[eval]; asking for tasks measures every point again)")
+    frontier.add_argument("--lm-eval-limit", type=positive_int, default=None, metavar="N", help="examples per lm-eval task")
     frontier.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     frontier.set_defaults(func=_frontier)

@@ -193,6 +193,9 @@ class StudyPlan:
     #: point, so every point pairs with every other on the same items.
     seeds: tuple[int, ...] = (0,)
     series: tuple[SeriesSpec, ...] = field(default_factory=tuple)
+    #: lm-evaluation-harness tasks measured at every point besides ropo's own (none by default).
+    lm_eval_tasks: tuple[str, ...] = ()
+    lm_eval_limit: int | None = None  # examples per task
 
     def learning_rate(self, spec: SeriesSpec) -> float:
         method = get_method(spec.method)
@@ -285,9 +288,11 @@ DEFAULT_SEEDS = (0, 1, 2)
 
 
 def build_plan(quick: bool = False, methods: list[str] | None = None, model: str | None = None,
-               seeds: tuple[int, ...] | None = None) -> StudyPlan:
+               seeds: tuple[int, ...] | None = None, lm_eval_tasks: tuple[str, ...] = (),
+               lm_eval_limit: int | None = None) -> StudyPlan:
     """The default study (SmolLM2 on the demo task's pairs, seeds 0–2) or the quick one (a tiny
-    random model, seed 0); ``methods`` picks series by name (default: all of them)."""
+    random model, seed 0); ``methods`` picks series by name (default: all of them);
+    ``lm_eval_tasks`` adds lm-evaluation-harness tasks to every point."""
     model = model or (QUICK_MODEL if quick else DEFAULT_MODEL)
     names = list(dict.fromkeys(methods or DEFAULT_SERIES))
     known = [*SERIES, MATCHED_LORA, "lora-r<k>"]
@@ -298,4 +303,5 @@ def build_plan(quick: bool = False, methods: list[str] | None = None, model: str
         raise PlanError(f"seeds must be distinct and at least one: {list(seeds)}")
     return StudyPlan(model=model, data=DATA, budget=QUICK_BUDGET if quick else DEFAULT_BUDGET,
                      seeds=tuple(seeds) if seeds else ((0,) if quick else DEFAULT_SEEDS),
-                     series=tuple(series_spec(name, model) for name in names))
+                     series=tuple(series_spec(name, model) for name in names),
+                     lm_eval_tasks=tuple(lm_eval_tasks), lm_eval_limit=lm_eval_limit)

@@ -31,7 +31,7 @@ from ropo.evaluation import knowledge
 from ropo.evaluation.drift import DEFAULT_HE_MODULES, Reference, generation_kl, layer_energies
 from ropo.evaluation.judges import PointwiseJudge
 from ropo.evaluation.replicates import REPLICATED_METRICS, Draws, interval, point_rows
-from ropo.evaluation.retention import QAItem
+from ropo.evaluation.retention import QAItem, lm_eval_scores
 from ropo.evaluation.statistics import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ropo.generation import Prompt, SamplingSettings, generate
 from ropo.metrics.catalogue import CATALOGUE, CI_SUFFIX, REPETITION_N
@@ -64,6 +64,9 @@ class Evaluation:
     probe_max_new_tokens: int
     text_passages: int
     he_modules: Sequence[str] = DEFAULT_HE_MODULES
+    #: lm-evaluation-harness tasks scored at every point (``lm_eval/<task>/<metric>``, no interval).
+    lm_eval_tasks: Sequence[str] = ()
+    lm_eval_limit: int | None = None
 
     def describe(self) -> dict[str, Any]:
         """Everything that decides a point's items besides the model: part of every cache key."""
@@ -76,6 +79,8 @@ class Evaluation:
             "text": {"passages": len(knowledge.text_passages(self.text_passages)), "tokens": knowledge.TEXT_TOKENS,
                      "sha256": knowledge.text_fingerprint(self.text_passages), "python": sys.version.split()[0]},
             "he_modules": list(self.he_modules),
+            # Only when asked for: a study without lm-eval tasks keeps the cache keys it had.
+            **({"lm_eval": {"tasks": list(self.lm_eval_tasks), "limit": self.lm_eval_limit}} if self.lm_eval_tasks else {}),
         }
 
     def draws(self, resamples: int = DEFAULT_RESAMPLES) -> Draws:
@@ -100,11 +105,13 @@ def measure_items(model: nn.Module, tokenizer: PreTrainedTokenizerBase, evaluati
         generations = generate(model, tokenizer, evaluation.prompts, evaluation.sampling, progress=False)
         known = knowledge.knowledge_items(model, tokenizer, evaluation.probe, batch, evaluation.probe_max_new_tokens)
         text = knowledge.text_log_likelihoods(model, tokenizer, evaluation.text_passages, batch)
+        harness = lm_eval_scores(model, tokenizer, evaluation.lm_eval_tasks, evaluation.lm_eval_limit, batch) \
+            if evaluation.lm_eval_tasks else None
     scores = evaluation.judge.score([g.conversation() for g in generations])
     kl = [0.0] * len(generations) if is_base else generation_kl(model, Reference(model, base_model), generations, batch)
     answers = [{"prompt_id": g.prompt_id, "turn": g.turn, "sample": g.sample, "text": g.text,
                 "num_tokens": g.num_tokens, "score": s, "kl": k} for g, s, k in zip(generations, scores, kl)]
-    return {"answers": answers, "knowledge": known.as_dict(), "text": text}
+    return {"answers": answers, "knowledge": known.as_dict(), "text": text, **({"lm_eval": harness} if harness else {})}
 
 
 def measure_he_change(model: nn.Module, base_model: nn.Module | None, evaluation: Evaluation) -> float:
@@ -123,7 +130,7 @@ def summarize(items: dict[str, Any], base_answers: Sequence[dict[str, Any]], eva
     texts = [a["text"] for a in items["answers"]]
     lengths = length_stats([a["num_tokens"] for a in items["answers"]], evaluation.sampling.max_new_tokens)
     point.update(hit_limit_rate=lengths.hit_limit_rate, distinct_1=distinct_n(texts, 1),
-                 repetition=repetition_rate(texts, REPETITION_N))
+                 repetition=repetition_rate(texts, REPETITION_N), **items.get("lm_eval", {}))
     return point, rows
 
 

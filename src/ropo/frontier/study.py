@@ -88,7 +88,8 @@ def study_evaluation(plan: StudyPlan) -> Evaluation:
                                 seed=plan.seeds[0], batch_size=budget.generation_batch_size)
     probe = load_qa_probe(data_path(LARGE_QA_PROBE))[: budget.probe_items]
     prompts = [Prompt(r["id"], (r["prompt"],), "ropo-demo") for r in records]
-    return Evaluation(prompts, sampling, TaskJudge(), probe, budget.probe_max_new_tokens, budget.text_passages)
+    return Evaluation(prompts, sampling, TaskJudge(), probe, budget.probe_max_new_tokens, budget.text_passages,
+                      lm_eval_tasks=plan.lm_eval_tasks, lm_eval_limit=plan.lm_eval_limit)
 
 
 def _without_output_dir(recipe: Recipe) -> dict[str, Any]:
