@@ -49,3 +49,29 @@ def test_trust_remote_code_is_a_recipe_key_and_typed():
     assert load_recipe(REPO / "configs/tiny.yaml", ["model.trust_remote_code=true"]).model.trust_remote_code is True
     with pytest.raises(RecipeError, match="model.trust_remote_code must be bool"):
         load_recipe(REPO / "configs/tiny.yaml", ["model.trust_remote_code=maybe"])
+
+
+@pytest.mark.parametrize("opted_in", [True, False])
+def test_a_run_is_loaded_with_its_own_opt_in_and_no_more(tmp_path, monkeypatch, opted_in):
+    """`ropo eval` and the report load a run as it was trained: with remote code only if its recipe said so."""
+    import ropo.models.runs as runs
+    from ropo.cli import main as ropo_main
+
+    run_dir = tmp_path / "run"
+    assert ropo_main(["train", str(REPO / "configs/tiny.yaml"), f"output_dir={run_dir}", "training.max_steps=1",
+                      "sample_every=0", "metrics_every=0", f"model.trust_remote_code={str(opted_in).lower()}"]) == 0
+    passed = []
+    load_model, load_tokenizer = runs.load_base_model, runs.load_tokenizer
+
+    def model(name, dtype="float32", seed=0, trust_remote_code=False):
+        passed.append(("model", trust_remote_code))
+        return load_model(name, dtype, seed, trust_remote_code)
+
+    def tokenizer(name, trust_remote_code=False):
+        passed.append(("tokenizer", trust_remote_code))
+        return load_tokenizer(name, trust_remote_code)
+
+    monkeypatch.setattr(runs, "load_base_model", model)
+    monkeypatch.setattr(runs, "load_tokenizer", tokenizer)
+    runs.load_run(run_dir)
+    assert passed == [("model", opted_in), ("tokenizer", opted_in)]

@@ -46,12 +46,14 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return read_jsonl_records(run_dir / RUN_METRICS_FILE)
 
 
-def load_trained(method: str, weights: Path, base_name: str, dtype: str, seed: int = 0) -> nn.Module:
+def load_trained(method: str, weights: Path, base_name: str, dtype: str, seed: int = 0,
+                 trust_remote_code: bool = False) -> nn.Module:
     """A run's weights (its final folder or a checkpoint): a whole model for a method without an
-    adapter, else the base model with the adapter loaded onto it."""
+    adapter, else the base model with the adapter loaded onto it. ``trust_remote_code``: the run's
+    own opt-in (its recipe's ``model.trust_remote_code``), never more."""
     if not get_method(method).has_adapter:
-        return load_base_model(str(weights), dtype)
-    return load_adapter_model(load_base_model(base_name, dtype, seed), weights)
+        return load_base_model(str(weights), dtype, trust_remote_code=trust_remote_code)
+    return load_adapter_model(load_base_model(base_name, dtype, seed, trust_remote_code), weights)
 
 
 def load_run(path: str | Path) -> LoadedRun:
@@ -70,6 +72,7 @@ def load_run(path: str | Path) -> LoadedRun:
     weights = final_weights_dir(run_dir, method)
     if not weights.is_dir():
         raise RoPOLoadError(f"{run_dir}: no trained weights in {weights.name}/ (did the run finish?)")
-    model = load_trained(method, weights, base_name, recipe["model"]["dtype"], recipe.get("seed", 0))
-    return LoadedRun(name=run_dir.name, method=method, model=model.eval(), tokenizer=load_tokenizer(str(weights)),
+    remote_code = bool(recipe["model"].get("trust_remote_code", False))
+    model = load_trained(method, weights, base_name, recipe["model"]["dtype"], recipe.get("seed", 0), remote_code)
+    return LoadedRun(name=run_dir.name, method=method, model=model.eval(), tokenizer=load_tokenizer(str(weights), remote_code),
                      base_name_or_path=base_name, metrics=read_metrics(run_dir))
