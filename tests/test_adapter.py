@@ -115,7 +115,7 @@ def test_merge_unmerge_round_trip_and_merge_and_unload(architecture, token_ids):
         model.unmerge_adapter()
         assert all(torch.equal(l.base_layer.weight, weights[n]) for n, l in model.adapter_layers().items())
         assert torch.equal(model(token_ids).logits, unmerged)
-        with model.merged():  # the scoped form, used by evaluation to generate at the base model's cost
+        with model.merged_for_inference():  # the scoped form, used by evaluation to generate at the base model's cost
             assert all(layer.merged for layer in model.adapter_layers().values())
             torch.testing.assert_close(model(token_ids).logits, unmerged, rtol=0, atol=1e-5)
         assert not any(layer.merged for layer in model.adapter_layers().values())

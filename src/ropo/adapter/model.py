@@ -208,8 +208,8 @@ class RoPOModel(BaseTuner):
         """max |QᵀQ − I| over every active rotation (≈1e-7 in fp32)."""
         return orthogonality_error(self.model)
 
-    def merged(self) -> contextlib.AbstractContextManager[None]:
-        """See :func:`merged_for_inference`."""
+    def merged_for_inference(self) -> contextlib.AbstractContextManager[None]:
+        """See :func:`merged_for_inference` (named apart from a layer's ``merged``, which is a bool)."""
         return merged_for_inference(self.model)
 
 
