@@ -63,6 +63,6 @@ def test_cli_filters_the_declared_training_warnings(tmp_path):
 
 
 def test_cli_restores_the_callers_warning_filters(capsys):
-    before = list(warnings.filters)
+    before, shown = list(warnings.filters), warnings.showwarning
     assert ropo_main(["merge", "/nonexistent/adapter", "--base", "tiny:llama", "--out", "/nonexistent/out"]) != 0
-    assert warnings.filters == before
+    assert warnings.filters == before and warnings.showwarning is shown

@@ -311,7 +311,7 @@ def test_resume_passes_over_a_damaged_newest_checkpoint_and_says_why(tmp_path, c
     assert checkpoint_defect(run_dir / "checkpoints" / "checkpoint-4") is None  # written again, whole
 
 
-def test_a_data_warning_is_printed_once(tmp_path):
+def test_a_data_warning_is_printed_once_in_one_line(tmp_path):
     """Through the command, as a user sees it (pytest would collect warnings itself)."""
     rows = DATA.read_text().splitlines()
     data = tmp_path / "repeated.jsonl"
@@ -321,3 +321,6 @@ def test_a_data_warning_is_printed_once(tmp_path):
                             cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.count("3 row(s) repeat an earlier pair") == 1, result.stderr[-3000:]
+    # One line, as ropo's (the user needs the message, not the line of ropo's source that raised it).
+    assert f"ropo: warning: {data}: 3 row(s) repeat an earlier pair" in result.stderr
+    assert "UserWarning" not in result.stderr and "validate_rows(" not in result.stderr

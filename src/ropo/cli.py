@@ -8,7 +8,7 @@ import sys
 import warnings
 
 from ropo.errors import RoPOError
-from ropo.quiet import filter_cli_warnings
+from ropo.quiet import filter_cli_warnings, one_line_warnings
 
 #: Modules that expose ``register(subparsers)``; each adds its sub-commands and sets ``func``.
 COMMAND_MODULES = (
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():
         filter_cli_warnings()
+        one_line_warnings()
         parser = build_parser()
         args, unknown = parser.parse_known_args(argv)
         if unknown and not hasattr(args, "passthrough"):

@@ -10,12 +10,17 @@ Two kinds, silenced differently:
 - ``CLI_WARNINGS``: Python warnings raised during training by the pinned transformers/TRL/PEFT,
   about names ropo's users do not write. Only the ``ropo`` command filters them (inside its run,
   restored afterwards); library users keep Python's defaults.
+
+The ``ropo`` command also prints ropo's own warnings (about the user's data or recipe) as one line,
+``ropo: warning: …``, without the line of ropo's source that Python shows after each warning.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
+from pathlib import Path
 
 #: (logger name, message prefix, why it is harmless).
 IMPORT_LOG_MESSAGES: tuple[tuple[str, str, str], ...] = (
@@ -30,6 +35,9 @@ IMPORT_LOG_MESSAGES: tuple[tuple[str, str, str], ...] = (
         "the same optional kernel looked up while HF_HUB_OFFLINE=1",
     ),
 )
+
+#: Where ropo's own code is: a warning attributed to a file under it is ropo's.
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 #: (category, message regex, why it is harmless).
 CLI_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
@@ -74,3 +82,17 @@ def filter_cli_warnings() -> None:
     """Ignore ``CLI_WARNINGS`` in the current warnings context (the CLI wraps it in ``catch_warnings``)."""
     for category, pattern, _ in CLI_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern, category=category)
+
+
+def one_line_warnings() -> None:
+    """Print ropo's own warnings as ``ropo: warning: MESSAGE`` in the current warnings context;
+    other packages' warnings keep Python's format."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if Path(filename).resolve().is_relative_to(PACKAGE_DIR):
+            print(f"ropo: warning: {message}", file=file or sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
