@@ -40,7 +40,7 @@ def _seeds(text: str) -> list[int]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ropo.evaluation.commands import positive_int
-    from ropo.frontier.plan import SERIES
+    from ropo.frontier.plan import DEFAULT_SERIES
 
     frontier = subparsers.add_parser(
         "frontier",
@@ -58,8 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     frontier.add_argument("--quick", action="store_true",
                           help="a tiny random model, 3 checkpoints per series: a smoke test of the study (under a minute)")
     frontier.add_argument("--methods", default=None, metavar="SERIES,...",
-                          help=f"comma-separated series to run (default: all of {','.join(SERIES)}; also any method of the "
-                               "registry with a frontier factor that no series trains, e.g. oft or lora-r<k>)")
+                          help=f"comma-separated series to run (default: all of {','.join(DEFAULT_SERIES)}; also any method of the "
+                               "registry with a frontier factor that no series trains, e.g. lora-r8)")
     frontier.add_argument("--out", default=None, help=f"output folder (default: {DEFAULT_OUT}; with --quick {QUICK_OUT})")
     frontier.add_argument("--model", default=None, help="base model (default: SmolLM2-135M-Instruct; with --quick tiny:llama)")
     frontier.add_argument("--seeds", default=None, metavar="S,...",
