@@ -34,8 +34,8 @@ Fairness rules, kept by construction here (and tested):
     rank-matched LoRA keeps LoRA's rate and factor (it is LoRA at a smaller rank);
   - OFT at LoRA's rate × 3 (the placeholder) was at KL 34 by its first checkpoint and 70 by step 36
     (``docs/results/frontier-v2/pilot/``, KL only): past RoPO's whole range, so × 3 fails the
-    overlap rule; × 1 is the next candidate and must be measured the same way before OFT's series
-    is trained.
+    overlap rule. At × 1 (LoRA's 5e-4) it reached KL 10.7, 16.3 and 39.9 at steps 12, 36 and 60:
+    inside RoPO's range at first (2–17 in the seed-0 study), then beyond it, so OFT keeps × 1.
 
 Seeds: the compared series train at seeds 0, 1 and 2 (seeds 1 and 2 measured at every other
 checkpoint); the RoPO presets and ablations at seed 0. A study that stops early has its paired
