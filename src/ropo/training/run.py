@@ -234,6 +234,11 @@ def _complete_checkpoints(run_dir: Path) -> list[Path]:
     return [path for path in _checkpoints(run_dir) if checkpoint_defect(path) is None]
 
 
+#: The files of a checkpoint that resuming reads (weights, optimizer, scheduler, RNG states, configs);
+#: an empty one of these is damage, an empty model card is not.
+_RESUMED_FILE_TYPES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".json"})
+
+
 def checkpoint_defect(checkpoint: Path) -> str | None:
     """Why ``checkpoint`` cannot be resumed from, in words, or None.
 
@@ -244,7 +249,7 @@ def checkpoint_defect(checkpoint: Path) -> str | None:
     if not _state_is_whole(checkpoint / "trainer_state.json"):
         return "its trainer_state.json is missing or cut short"
     for path in sorted(checkpoint.iterdir()):
-        if path.is_file() and path.stat().st_size == 0:
+        if path.suffix in _RESUMED_FILE_TYPES and path.is_file() and path.stat().st_size == 0:
             return f"its {path.name} is empty"
         if path.suffix == ".safetensors" and not _safetensors_header_reads(path):
             return f"its {path.name} is cut short"
@@ -289,12 +294,12 @@ def newest_complete_checkpoint(run_dir: Path) -> Path | None:
 
 def last_complete_checkpoint(run_dir: Path) -> Path:
     """The newest checkpoint that was written to the end (a killed run can leave a partial one)."""
-    complete = _complete_checkpoints(run_dir)
-    if not complete:
+    newest = newest_complete_checkpoint(run_dir)
+    if newest is None:
         skipped = "; ".join(skipped_checkpoints(run_dir)) or "none was written"
         raise RecipeError(f"--resume: {run_dir} has no complete checkpoint ({skipped}); "
                           "pass --restart to start it again from step 0")
-    return complete[-1]
+    return newest
 
 
 @dataclass
@@ -387,9 +392,8 @@ def train(spec: RunSpec | Recipe, resume: bool = False, force: bool = False, res
 def _what_was_kept(run_dir: Path, method: str) -> str:
     """What a stopped run leaves for ``--resume``, in words."""
     weights = final_weights_dir(run_dir, method)
-    complete = _complete_checkpoints(run_dir) if run_dir.is_dir() else []
-    if complete:
-        newest = complete[-1]
+    newest = newest_complete_checkpoint(run_dir)
+    if newest is not None:
         kept = f"the complete checkpoints up to {newest.name} are kept (--resume ignores an unfinished newer one)"
     else:
         kept = "no checkpoint was complete yet"
