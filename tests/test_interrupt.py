@@ -20,8 +20,11 @@ def test_an_interrupted_run_says_what_was_kept_and_how_to_go_on(tmp_path, stop):
     args = ["configs/tiny.yaml", f"output_dir={run_dir}", "training.max_steps=400", "training.save_steps=2",
             "sample_every=0", "metrics_every=0"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    # Ctrl-C as in a terminal: a test suite started in the background (`make test &`, nohup) hands its
+    # children SIGINT ignored, and Python then installs no KeyboardInterrupt handler at all.
     process = subprocess.Popen([sys.executable, "-m", "ropo.cli", "train", *args], cwd=REPO, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while not list((run_dir / "checkpoints").glob("checkpoint-*/trainer_state.json")):
         assert process.poll() is None and time.time() < deadline, "the run ended before a checkpoint"
