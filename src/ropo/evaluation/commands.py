@@ -76,14 +76,13 @@ def _run_eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
     )
-    if args.lm_eval:
-        require_lm_eval()  # before any model loads
+    tasks = lm_eval_tasks(args.lm_eval)
     prompts = load_prompts(args.prompts, args.max_prompts)
     options = EvalOptions(
         settings=settings,
         judge=load_judge(args.judge, device),
         qa_items=() if args.qa_probe == "none" else load_qa_probe(args.qa_probe),
-        lm_eval_tasks=[t for t in args.lm_eval.split(",") if t] if args.lm_eval else (),
+        lm_eval_tasks=tasks,
         lm_eval_limit=args.lm_eval_limit,
         lm_eval_chat_template=args.lm_eval_chat_template,
         he_modules=args.he_modules.split(","),
@@ -104,6 +103,15 @@ def _run_report(args: argparse.Namespace) -> int:
     report, metrics = build_report(args.paths, args.output)
     print(f"report: {report}\nmetrics: {metrics}")
     return 0
+
+
+def lm_eval_tasks(text: str | None) -> tuple[str, ...]:
+    """``--lm-eval``'s comma-separated tasks (ropo eval's and ropo frontier's); asking for any needs
+    the harness, checked here, before any model loads."""
+    tasks = tuple(task for task in (text or "").split(",") if task)
+    if tasks:
+        require_lm_eval()
+    return tasks
 
 
 def positive_int(text: str) -> int:

@@ -9,17 +9,13 @@ QUICK_OUT = "runs/frontier-quick"  # apart from the full study's: their runs hav
 
 
 def _frontier(args: argparse.Namespace) -> int:
+    from ropo.evaluation.commands import lm_eval_tasks
     from ropo.frontier.plan import build_plan
     from ropo.frontier.study import run_study
 
     seeds = tuple(_seeds(args.seeds)) if args.seeds else None
-    tasks = tuple(task for task in (args.lm_eval or "").split(",") if task)
-    if tasks:
-        from ropo.evaluation.harness import require_lm_eval
-
-        require_lm_eval()  # before any model loads or trains
     plan = build_plan(args.quick, args.methods.split(",") if args.methods else None, args.model, seeds,
-                      tasks, args.lm_eval_limit)
+                      lm_eval_tasks(args.lm_eval), args.lm_eval_limit)
     out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
     result = run_study(plan, out, progress=not args.no_progress, train_only=args.train_only)
     if result is None:

@@ -229,9 +229,14 @@ def _checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=_step_in_name)
 
 
+def _checkpoint_defects(run_dir: Path) -> list[tuple[Path, str | None]]:
+    """Every checkpoint, oldest first, with its ``checkpoint_defect`` (None: complete)."""
+    return [(path, checkpoint_defect(path)) for path in _checkpoints(run_dir)]
+
+
 def _complete_checkpoints(run_dir: Path) -> list[Path]:
     """Checkpoints written to the end (see ``checkpoint_defect``), oldest first."""
-    return [path for path in _checkpoints(run_dir) if checkpoint_defect(path) is None]
+    return [path for path, defect in _checkpoint_defects(run_dir) if defect is None]
 
 
 #: The files of a checkpoint that resuming reads (weights, optimizer, scheduler, RNG states, configs);
@@ -276,9 +281,9 @@ def _state_is_whole(state: Path) -> bool:
 
 def skipped_checkpoints(run_dir: Path) -> list[str]:
     """What ``--resume`` passes over, in words: each checkpoint newer than the last complete one, and why."""
-    complete = _complete_checkpoints(run_dir)
-    newest = _step_in_name(complete[-1]) if complete else -1
-    return [f"{path.name} ({checkpoint_defect(path)})" for path in _checkpoints(run_dir) if _step_in_name(path) > newest]
+    defects = _checkpoint_defects(run_dir)
+    newer = next((i for i in range(len(defects), 0, -1) if defects[i - 1][1] is None), 0)
+    return [f"{path.name} ({defect})" for path, defect in defects[newer:]]
 
 
 def _step_in_name(checkpoint: Path) -> int:
