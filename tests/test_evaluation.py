@@ -14,7 +14,7 @@ from transformers import LlamaConfig, LlamaForSequenceClassification
 from ropo import RoPOConfig, get_ropo_model
 from ropo.evaluation import (
     Candidate,
-    EvalOptions,
+    Evaluation,
     EvaluationError,
     Prompt,
     Reference,
@@ -35,7 +35,10 @@ from ropo.evaluation import (
 from ropo.generation import GenerationError, _split_answer, render_prompt
 from ropo.evaluation.retention import answer_matches, normalize_answer
 from ropo.evaluation.scoring import continuation_log_likelihoods
-from ropo.metrics.catalogue import CATALOGUE
+from ropo.evaluation.knowledge import distractors
+from ropo.evaluation.measure import measure_items, summarize
+from ropo.evaluation.replicates import REPLICATED_METRICS
+from ropo.metrics.catalogue import CATALOGUE, CI_SUFFIX
 from ropo.tiny_models import tiny_causal_lm, tiny_tokenizer
 
 PROMPTS = [Prompt(1, ("hi",), "t"), Prompt(2, ("tell me a long story please",), "t"), Prompt(3, ("why?",), "t")]
@@ -299,6 +302,8 @@ def test_shipped_qa_probe_and_bad_files(tmp_path):
     bad.write_text('{"question": "q?", "answers": []}\n')
     with pytest.raises(EvaluationError, match="row 1: 'answers' must be a non-empty list"):
         load_qa_probe(bad)
+    with pytest.raises(EvaluationError, match=r"too few distinct answers for 3 distractors of question 1 .*at least 4"):
+        distractors(items[:3], 0)
 
 
 def test_lm_eval_hook_without_the_harness_names_the_extra(monkeypatch, base, tokenizer):
@@ -333,43 +338,74 @@ def test_alpaca_eval_and_mt_bench_files_read_back(base, tokenizer, tmp_path):
     assert records[0]["choices"][1]["turns"] == [texts[81, 1, 0], texts[81, 1, 1]]
 
 
+def _evaluation(prompts, tokenizer=None, **changes) -> Evaluation:
+    settings = dict(prompts=prompts, sampling=SamplingSettings(max_new_tokens=6, samples_per_prompt=2, batch_size=8),
+                    judge=RewardModelJudge(reward_model(tokenizer), tokenizer) if tokenizer is not None else None,
+                    probe=load_qa_probe()[:4], probe_max_new_tokens=4, text_passages=3)
+    return Evaluation(**{**settings, **changes})
+
+
 def test_evaluate_models_writes_every_result(trained_ropo, tuned_full, base, tokenizer, tmp_path):
-    options = EvalOptions(
-        settings=SamplingSettings(max_new_tokens=6, samples_per_prompt=2, batch_size=8),
-        judge=RewardModelJudge(reward_model(tokenizer), tokenizer),
-        qa_items=load_qa_probe()[:3],
-        progress=False,
-    )
+    evaluation = _evaluation(PROMPTS, tokenizer)
     candidates = [
         Candidate("ropo", trained_ropo, tokenizer, method="ropo"),
         Candidate("full", tuned_full, tokenizer, method="full", base_model=base),
         Candidate("lonely", tuned_full, tokenizer, method="full"),
     ]
-    results = evaluate_models(candidates, PROMPTS, options, tmp_path, baseline=Candidate("base", base, tokenizer))
+    results = evaluate_models(candidates, evaluation, tmp_path, baseline=Candidate("base", base, tokenizer), progress=False)
     document = json.loads((tmp_path / "eval.json").read_text())
     assert [m["name"] for m in document["models"]] == ["base", "ropo", "full", "lonely"]
     assert document["sampling"]["samples_per_prompt"] == 2 and document["judge"] == "reward-model"
-    assert document["format"] == "ropo-eval/2"
+    assert document["format"] == "ropo-eval/3"
     by_name = {m["name"]: m for m in document["models"]}
-    # One name per measurement: eval.json's keys are the catalogue's, as in every other result file
-    # (lm-eval's scores, not asked for here, keep lm-eval's names under lm_eval/).
-    assert {key for m in document["models"] for key in m["metrics"]} <= set(CATALOGUE)
+    # One name per measurement: eval.json's keys are the catalogue's (an interval is its metric's
+    # key + "_ci"), as in every other result file (lm-eval's scores keep lm-eval's names).
+    keys = {key for m in document["models"] for key in m["metrics"]}
+    assert {key.removesuffix(CI_SUFFIX) for key in keys} <= set(CATALOGUE)
     for name in ("ropo", "full"):
         metrics = by_name[name]["metrics"]
-        for key in ("win_rate", "mean_length", "distinct_1", "self_bleu", "kl", "retention_accuracy",
-                    "retention_logprob_change", "he_change"):
+        # The measurement core's metrics, the frontier's: each with its interval where it has one.
+        for key in REPLICATED_METRICS:
+            low, high = metrics[key + CI_SUFFIX]
+            assert low <= metrics[key] <= high, (name, key)
+        for key in ("hit_limit_rate", "distinct_1", "he_change"):
             assert metrics[key] is not None, (name, key)
         assert len(by_name[name]["he_layers"]) == 4
     assert by_name["ropo"]["metrics"]["he_change_max"] < 1e-6 < by_name["full"]["metrics"]["he_change_max"]
-    assert "kl" not in by_name["lonely"]["metrics"] and "pass --base" in by_name["lonely"]["notes"][0]
-    assert by_name["base"]["role"] == "baseline" and "win_rate" not in by_name["base"]["metrics"]
+    assert by_name["ropo"]["metrics"]["orthogonality_error"] < 1e-5 and by_name["full"]["metrics"]["orthogonality_error"] is None
+    lonely = by_name["lonely"]["metrics"]
+    assert "kl" not in lonely and "he_change" not in lonely and "pass --base" in by_name["lonely"]["notes"][0]
+    assert "win_rate" in lonely  # against the baseline, which needs no base
+    # The baseline's answers judged against themselves: every pair a tie, the line the others are read against.
+    base_metrics = by_name["base"]["metrics"]
+    assert by_name["base"]["role"] == "baseline" and base_metrics["win_rate"] == base_metrics["lc_win_rate"] == 0.5
+    assert "choice_accuracy" in base_metrics and "kl" not in base_metrics
     lines = (tmp_path / "generations" / "ropo.jsonl").read_text().splitlines()
     assert len(lines) == len(PROMPTS) * 2 == len(results[1].generations)
     for name in ("base", "ropo", "full", "lonely"):
         assert (tmp_path / "alpaca_eval" / name / "model_outputs.json").is_file()
         assert (tmp_path / "mt_bench" / "model_answer" / f"{name}.jsonl").is_file()
     with pytest.raises(EvaluationError, match="two models are named 'ropo'"):
-        evaluate_models([candidates[0]] * 2, PROMPTS[:1], EvalOptions(settings=options.settings, progress=False), tmp_path / "x")
+        evaluate_models([candidates[0]] * 2, _evaluation(PROMPTS[:1], probe=(), text_passages=0), tmp_path / "x",
+                        progress=False)
+
+
+def test_ropo_eval_and_the_frontier_measure_alike(trained_ropo, base, tokenizer, tmp_path):
+    """One core: ``ropo eval``'s numbers for a model are the measurement core's for the same items
+    (what a frontier point is computed from), and a pairwise judge gives win rates through it too."""
+    evaluation = _evaluation(PROMPTS, tokenizer)
+    result = evaluate_models([Candidate("ropo", trained_ropo, tokenizer, method="ropo")], evaluation, tmp_path,
+                             progress=False)[0]
+    measured = measure_items(trained_ropo, tokenizer, evaluation, Reference(trained_ropo))
+    with trained_ropo.disable_adapter():
+        base_answers = measure_items(trained_ropo, tokenizer, evaluation, is_base=True).items["answers"]
+    point = summarize(measured.items, base_answers, evaluation, evaluation.draws())
+    assert {k: v for k, v in result.metrics.items() if k in point.metrics} == point.metrics
+
+    pairwise = _evaluation(PROMPTS, judge=LongerAnswerWins(), probe=(), text_passages=0)
+    judged = evaluate_models([Candidate("ropo", trained_ropo, tokenizer, method="ropo")], pairwise, tmp_path / "p",
+                             progress=False)[0].metrics
+    assert 0.0 <= judged["win_rate"] <= 1.0 and "judge_score" not in judged and "choice_accuracy" not in judged
 
 
 def test_cli_eval_then_report(tmp_path, capsys):

@@ -16,7 +16,8 @@ from ropo.evaluation import build_report
 from ropo.frontier.plan import DEFAULT_SERIES, LEARNING_RATE_SCALES, MATCHED_LORA, SERIES, PlanError, build_plan
 from ropo.frontier.summary import summary_table
 from ropo.layout import FRONTIER_SUMMARY_FILE as SUMMARY_FILE
-from ropo.frontier.points import BASE, CI_SUFFIX, METRICS, TRAINING_METRICS, read_cached, training_symptoms
+from ropo.frontier.points import BASE, METRICS, TRAINING_METRICS, read_cached, training_symptoms
+from ropo.metrics.catalogue import CI_SUFFIX
 from ropo.frontier.study import FORMAT as FRONTIER_FORMAT, kl_ranges, study_evaluation
 
 #: The series whose adapter options are "ropo-2025 with one thing changed".

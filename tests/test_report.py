@@ -46,14 +46,15 @@ def report_inputs(tmp_path):
     write_run(tmp_path / "runs" / "ropo", 0.01, 0.02, 1e-8)
     write_run(tmp_path / "runs" / "dpo-full", 0.03, 0.5, 4e-3)
     document = {
-        "format": "ropo-eval/2", "judge": "rm:tiny", "baseline": "sft", "prompts": {"count": 24},
+        "format": "ropo-eval/3", "judge": "rm:tiny", "baseline": "sft", "prompts": {"count": 24},
         "sampling": {"max_new_tokens": 256, "temperature": 0.7},
         "models": [
             eval_entry("sft", role="baseline", mean_length=80.0, self_bleu=5.0, hit_limit_rate=0.0),
             eval_entry("ropo", win_rate=0.61, mean_length=95.0, hit_limit_rate=0.05, self_bleu=12.0,
-                       kl=0.4, he_change=2e-8, orthogonality_error=3e-7, retention_accuracy=0.5),
+                       kl=0.4, he_change=2e-8, orthogonality_error=3e-7, choice_accuracy=0.5,
+                       choice_accuracy_ci=[0.375, 0.625]),
             eval_entry("dpo-full", win_rate=0.58, mean_length=180.0, hit_limit_rate=0.05, self_bleu=30.0,
-                       kl=6.0, he_change=5e-3, orthogonality_error=None, retention_accuracy=0.4),
+                       kl=6.0, he_change=5e-3, orthogonality_error=None, choice_accuracy=0.4),
         ],
     }
     (tmp_path / "eval").mkdir()
@@ -73,6 +74,8 @@ def test_report_has_every_run_and_plot(report_inputs):
         width, height = Image.open(io.BytesIO(base64.b64decode(data))).size
         assert width > 300 and height > 200
     assert "http://" not in page and "https://" not in page  # self-contained
+    # A metric with an interval shows it, in the metric's own format; one without shows the value alone.
+    assert "50.0% <span class=role>[37.5%, 62.5%]</span>" in page and ">40.0%</td>" in page
     summary = json.loads(metrics.read_text())
     assert [r["name"] for r in summary["runs"]] == ["ropo", "dpo-full", "sft"]
     assert summary["plots"] == PLOTS
@@ -124,9 +127,12 @@ def test_bad_inputs_name_the_file_and_line(tmp_path):
     (tmp_path / "eval.json").write_text('{"models": [{"name": "x"}]}')
     with pytest.raises(EvaluationError, match=r"models\[0\] needs a 'name' and a 'metrics'"):
         build_report([tmp_path / "eval.json"], tmp_path / "out")
-    (tmp_path / "eval.json").write_text('{"format": "ropo-eval/1", "models": [{"name": "x", "metrics": {"kl_to_reference": 1}}]}')
-    with pytest.raises(EvaluationError, match=r"eval.json: written as 'ropo-eval/1', this ropo reads 'ropo-eval/2'; run `ropo eval` again"):
-        build_report([tmp_path / "eval.json"], tmp_path / "out")
+    for old in ('"ropo-eval/1", "models": [{"name": "x", "metrics": {"kl_to_reference": 1}}]',
+                '"ropo-eval/2", "models": [{"name": "x", "metrics": {"retention_accuracy": 1}}]'):
+        (tmp_path / "eval.json").write_text('{"format": ' + old + '}')
+        with pytest.raises(EvaluationError, match=r"eval.json: written as 'ropo-eval/[12]', this ropo reads "
+                                                  r"'ropo-eval/3'; run `ropo eval` again"):
+            build_report([tmp_path / "eval.json"], tmp_path / "out")
 
 
 def test_every_known_metric_has_a_label_and_direction():

@@ -20,12 +20,17 @@ class DemoMode:
     samples_per_prompt: int
     max_new_tokens: int
     save_steps: int
+    probe_items: int | None  # questions of the shipped QA probe (None: all 40)
+    text_passages: int  # passages of held-out text scored (``ropo.evaluation.knowledge``)
 
 
 MODES = {
-    "quick": DemoMode(max_steps=2, batch_size=2, max_length=128, eval_prompts=4, samples_per_prompt=2, max_new_tokens=24, save_steps=1),
-    "default": DemoMode(max_steps=12, batch_size=4, max_length=160, eval_prompts=12, samples_per_prompt=2, max_new_tokens=64, save_steps=4),
-    "full": DemoMode(max_steps=40, batch_size=4, max_length=256, eval_prompts=None, samples_per_prompt=4, max_new_tokens=128, save_steps=10),
+    "quick": DemoMode(max_steps=2, batch_size=2, max_length=128, eval_prompts=4, samples_per_prompt=2, max_new_tokens=24, save_steps=1,
+                      probe_items=8, text_passages=8),
+    "default": DemoMode(max_steps=12, batch_size=4, max_length=160, eval_prompts=12, samples_per_prompt=2, max_new_tokens=64, save_steps=4,
+                        probe_items=None, text_passages=64),
+    "full": DemoMode(max_steps=40, batch_size=4, max_length=256, eval_prompts=None, samples_per_prompt=4, max_new_tokens=128, save_steps=10,
+                     probe_items=None, text_passages=200),
 }
 
 #: The methods the demo compares, by the names its table shows (``dpo`` is plain DPO: the registry's

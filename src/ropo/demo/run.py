@@ -13,20 +13,23 @@ from ropo.layout import DEMO_METRICS_FILE, DEMO_SUMMARY_FILE, FRONTIER_FILE
 from ropo.demo.modes import METHODS, DemoMode
 from ropo.io import atomic_write_text
 from ropo.methods import DEFAULT_TARGET_MODULES, get_method
-from ropo.metrics.energy import HE_CHANGE, he_change_summary
+from ropo.metrics.catalogue import CI_SUFFIX
+from ropo.metrics.energy import HE_CHANGE
 
 if TYPE_CHECKING:
+    from ropo.evaluation import Evaluation
     from ropo.training.spec import RunSpec
 
 #: The frontier study committed with the project (present in a source checkout, where ``make demo``
 #: runs): the demo's report shows it beside the newcomer's own pipeline check, marked as such.
 COMMITTED_STUDY = Path(__file__).resolve().parents[3] / "docs" / "results" / "frontier"
 #: The contract other tools read: every method (and the base) has these, each a number.
-CONTRACT_KEYS = ("win_rate", "mean_length", "distinct_2", "self_bleu", "retention_accuracy", "he_change",
+CONTRACT_KEYS = ("win_rate", "mean_length", "distinct_2", "self_bleu", "choice_accuracy", "he_change",
                  "trainable_params", "train_seconds")
 #: What ``metrics.json`` keeps of each model's ``eval.json`` metrics, under the same (catalogue) keys.
-EVAL_KEYS = ("win_rate", "judge_score", "mean_length", "hit_limit_rate", "distinct_2", "self_bleu",
-             "retention_accuracy", "retention_logprob_change", "kl", HE_CHANGE, "orthogonality_error")
+EVAL_KEYS = ("win_rate", "lc_win_rate", "judge_score", "mean_length", "hit_limit_rate", "distinct_2", "self_bleu",
+             "choice_accuracy", "answer_log_likelihood", "brevity_accuracy", "text_log_likelihood", "kl", HE_CHANGE,
+             "orthogonality_error")
 
 
 @dataclass
@@ -79,22 +82,27 @@ def train_all(
     return runs
 
 
-def evaluate_all(runs: dict[str, Path], mode: DemoMode, model: str, out: Path, seed: int) -> dict[str, dict[str, Any]]:
-    """Evaluate the base and every run on the task's test prompts; the contract's metrics per method."""
+def demo_evaluation(mode: DemoMode, seed: int) -> Evaluation:
+    """The task's test prompts, the task's judge, the shipped QA probe and held-out text, as ``mode`` sizes them."""
     from ropo.demo_task import held_out_records
     from ropo.demo_task.task_judge import TaskJudge
-    from ropo.evaluation import Candidate, EvalOptions, Prompt, SamplingSettings, evaluate_models, load_qa_probe
-    from ropo.evaluation.drift import layer_energies
-    from ropo.evaluation.judges import judged_preferences
-    from ropo.evaluation.statistics import win_rate
+    from ropo.evaluation import Evaluation, Prompt, SamplingSettings, load_qa_probe
+    from ropo.evaluation.retention import BREVITY_MAX_NEW_TOKENS
+
+    prompts = [Prompt(id=r["id"], turns=(r["prompt"],), dataset="ropo-demo") for r in held_out_records(mode.eval_prompts)]
+    settings = SamplingSettings(max_new_tokens=mode.max_new_tokens, samples_per_prompt=mode.samples_per_prompt, seed=seed)
+    return Evaluation(prompts, settings, TaskJudge(), load_qa_probe()[: mode.probe_items], BREVITY_MAX_NEW_TOKENS,
+                      mode.text_passages)
+
+
+def evaluate_all(runs: dict[str, Path], mode: DemoMode, model: str, out: Path, seed: int) -> dict[str, dict[str, Any]]:
+    """Evaluate the base and every run on the task's test prompts; the contract's metrics per method."""
+    from ropo.evaluation import Candidate, evaluate_models
+    from ropo.evaluation.measure import measure_energy
     from ropo.models.loading import load_base_model, load_tokenizer
     from ropo.models.runs import load_run
 
-    records = held_out_records(mode.eval_prompts)
-    prompts = [Prompt(id=r["id"], turns=(r["prompt"],), dataset="ropo-demo") for r in records]
-    settings = SamplingSettings(max_new_tokens=mode.max_new_tokens, samples_per_prompt=mode.samples_per_prompt, seed=seed)
-    judge = TaskJudge()
-    options = EvalOptions(settings=settings, judge=judge, qa_items=load_qa_probe())
+    evaluation = demo_evaluation(mode, seed)
     base = Candidate("base", load_base_model(model, "float32", seed).eval(), load_tokenizer(model), source=model, method="base")
     loaded = {method: load_run(path) for method, path in runs.items()}
     candidates = [
@@ -102,16 +110,13 @@ def evaluate_all(runs: dict[str, Path], mode: DemoMode, model: str, out: Path, s
                   base_model=None if get_method(run.method).has_adapter else base.model)
         for method, run in loaded.items()
     ]
-    results = {r.name: r for r in evaluate_models(candidates, prompts, options, out / "eval", baseline=base, prompt_source="ropo demo task (test split)")}
-
-    base_answers = [g.conversation() for g in results["base"].generations]
-    first = results[next(iter(loaded))].metrics
+    results = {r.name: r for r in evaluate_models(candidates, evaluation, out / "eval", baseline=base,
+                                                  prompt_source="ropo demo task (test split)")}
     summary: dict[str, dict[str, Any]] = {"base": {
+        # Its win rates are against its own answers (every pair a tie): the line the others are read against.
         **_kept(results["base"].metrics),
-        "win_rate": win_rate(judged_preferences(judge, base_answers, base_answers)).estimate,  # the judge on identical answers
-        "retention_accuracy": first["qa_accuracy_base"],
         # The same statistic as the tuned rows: 0 to rounding, since the base is compared with itself.
-        HE_CHANGE: he_change_summary(e.relative_change for e in layer_energies(base.model, base.model))[HE_CHANGE],
+        HE_CHANGE: measure_energy(base.model, base.model, evaluation)[0][HE_CHANGE],
         "trainable_params": 0,
         "train_seconds": 0.0,
     }}
@@ -123,19 +128,23 @@ def evaluate_all(runs: dict[str, Path], mode: DemoMode, model: str, out: Path, s
 
 
 def _kept(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {key: metrics[key] for key in EVAL_KEYS if key in metrics}
+    """``EVAL_KEYS`` of one model's eval.json metrics, with their intervals where they have one."""
+    return {key: metrics[key] for name in EVAL_KEYS for key in (name, name + CI_SUFFIX) if key in metrics}
 
 
 #: The summary table's columns: (key in metrics.json, header, format).
 SUMMARY_COLUMNS = (
     ("win_rate", "win rate vs base", ".1%"),
+    ("lc_win_rate", "LC win rate vs base", ".1%"),
     ("judge_score", "judge score", ".3f"),
     ("mean_length", "mean length (tokens)", ".1f"),
     ("hit_limit_rate", "hit length limit", ".0%"),
     ("distinct_2", "distinct-2", ".3f"),
     ("self_bleu", "self-BLEU", ".1f"),
-    ("retention_accuracy", "QA retention", ".1%"),
-    ("retention_logprob_change", "QA answer log-lik. change", "+.3f"),
+    ("choice_accuracy", "QA multiple choice", ".1%"),
+    ("answer_log_likelihood", "QA answer log-lik. (nats/token)", ".3f"),
+    ("brevity_accuracy", "QA under brevity instruction", ".1%"),
+    ("text_log_likelihood", "text log-lik. (nats/token)", ".3f"),
     ("kl", "KL to base", ".3g"),
     ("he_change", "HE change (mean abs, rel.)", ".1e"),
     ("trainable_params", "trainable params", ",d"),

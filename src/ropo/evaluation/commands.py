@@ -11,14 +11,19 @@ from torch import nn
 
 from ropo.evaluation.drift import DEFAULT_HE_MODULES
 from ropo.evaluation.errors import EvaluationError
-from ropo.evaluation.evaluate import Candidate, EvalOptions, evaluate_models
+from ropo.evaluation.evaluate import Candidate, evaluate_models
+from ropo.evaluation.measure import Evaluation
 from ropo.generation import SamplingSettings
 from ropo.evaluation.judges import load_judge
 from ropo.evaluation.prompts import DEFAULT_PROMPTS, load_prompts
 from ropo.evaluation.report import build_report
 from ropo.evaluation.harness import require_lm_eval, run_lm_eval_cli
-from ropo.evaluation.retention import load_qa_probe
+from ropo.evaluation.retention import BREVITY_MAX_NEW_TOKENS, load_qa_probe
 from ropo.paths import check_writable, is_local_path, output_path
+
+#: Held-out text passages ``ropo eval`` scores by default: enough for a mean log-likelihood per token
+#: with an interval a few hundredths of a nat wide, at the cost of a few seconds on a GPU.
+DEFAULT_TEXT_PASSAGES = 100
 
 
 def load_candidate(path: str, device: str) -> tuple[Candidate, str | None]:
@@ -78,20 +83,21 @@ def _run_eval(args: argparse.Namespace) -> int:
     )
     tasks = lm_eval_tasks(args.lm_eval)
     prompts = load_prompts(args.prompts, args.max_prompts)
-    options = EvalOptions(
-        settings=settings,
+    evaluation = Evaluation(
+        prompts=prompts,
+        sampling=settings,
         judge=load_judge(args.judge, device),
-        qa_items=() if args.qa_probe == "none" else load_qa_probe(args.qa_probe),
+        probe=() if args.qa_probe == "none" else load_qa_probe(args.qa_probe),
+        probe_max_new_tokens=BREVITY_MAX_NEW_TOKENS,
+        text_passages=args.text_passages,
         lm_eval_tasks=tasks,
         lm_eval_limit=args.lm_eval_limit,
         lm_eval_chat_template=args.lm_eval_chat_template,
         he_modules=args.he_modules.split(","),
-        progress=not args.no_progress,
     )
     baseline = load_candidate(args.baseline, device)[0] if args.baseline else None
-    results = evaluate_models(
-        _candidates(args, device), prompts, options, args.output, baseline, args.prompts or f"(shipped) {DEFAULT_PROMPTS}"
-    )
+    results = evaluate_models(_candidates(args, device), evaluation, args.output, baseline,
+                              args.prompts or f"(shipped) {DEFAULT_PROMPTS}", progress=not args.no_progress)
     for result in results:
         shown = {k: v for k, v in result.metrics.items() if k in ("win_rate", "mean_length", "distinct_2", "kl")}
         print(f"{result.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items() if v is not None))
@@ -114,12 +120,21 @@ def lm_eval_tasks(text: str | None) -> tuple[str, ...]:
     return tasks
 
 
+def _at_least(text: str, minimum: int) -> int:
+    value = int(text)
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse's type for a count (ropo eval's and ropo frontier's options)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+    return _at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse's type for a count where 0 means "skip"."""
+    return _at_least(text, 0)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -136,6 +151,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--base", help="base model for KL, retention and HE change of runs without an adapter (default: the run's recipe base)")
     evaluate.add_argument("--judge", default="none", help="'none', 'rm:<reward model>' or '<module>:<factory>' (default: none)")
     evaluate.add_argument("--qa-probe", help="JSONL of {question, answers}; 'none' to skip; default: a shipped probe")
+    evaluate.add_argument("--text-passages", type=non_negative_int, default=DEFAULT_TEXT_PASSAGES,
+                          help="passages of held-out text (the Python docs) whose log-likelihood is measured; "
+                          f"0 to skip (default: {DEFAULT_TEXT_PASSAGES})")
     evaluate.add_argument("--lm-eval", help="comma-separated lm-evaluation-harness tasks for retention, e.g. mmlu,arc_easy "
                           "or ropo_qa (the QA probe); needs pip install 'ropo[eval]'")
     evaluate.add_argument("--lm-eval-limit", type=positive_int, help="examples per lm-eval task")

@@ -28,7 +28,8 @@ from functools import lru_cache
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from ropo.evaluation.retention import QA_INSTRUCTION, QAItem, answer_matches, greedy_answers, normalize_answer
+from ropo.evaluation.errors import EvaluationError
+from ropo.evaluation.retention import BREVITY_MAX_NEW_TOKENS, QA_INSTRUCTION, QAItem, answer_matches, greedy_answers, normalize_answer
 from ropo.evaluation.scoring import continuation_log_likelihoods
 
 #: Room for "The capital of France is Paris." and a clause more; the brevity probe keeps its 16.
@@ -83,7 +84,9 @@ def distractors(items: Sequence[QAItem], index: int, count: int = CHOICES - 1) -
                     chosen.append(answer)
         if len(chosen) == count:
             return chosen
-    raise ValueError(f"the probe has too few distinct answers for {count} distractors")
+    raise EvaluationError(f"the QA probe has too few distinct answers for {count} distractors of question "
+                          f"{index + 1} ({items[index].question!r}); multiple choice needs at least {count + 1} questions "
+                          "with different answers")
 
 
 def choices(items: Sequence[QAItem], index: int) -> list[str]:
@@ -110,7 +113,7 @@ def knowledge_items(
     tokenizer: PreTrainedTokenizerBase,
     items: Sequence[QAItem],
     batch_size: int = 16,
-    brevity_max_new_tokens: int = 16,
+    brevity_max_new_tokens: int = BREVITY_MAX_NEW_TOKENS,
 ) -> KnowledgeItems:
     """Every knowledge measure of ``model`` on ``items``, per item."""
     brevity = greedy_answers(model, tokenizer, items, QA_INSTRUCTION, brevity_max_new_tokens, batch_size)

@@ -31,6 +31,7 @@ from ropo.evaluation.statistics import (
     length_feature,
     percentile_interval,
 )
+from ropo.evaluation.errors import EvaluationError
 from ropo.metrics.diversity import ngrams
 
 #: Each knowledge measure (``ropo.evaluation.knowledge.KnowledgeItems``) → its metric key.
@@ -98,48 +99,80 @@ def _self_bleu_per_prompt(texts_per_prompt: Sequence[list[str]]) -> np.ndarray:
     ])
 
 
-def answer_rows(answers: Sequence[dict[str, Any]], base: Sequence[dict[str, Any]], prompt_ids: Sequence,
-                weights: np.ndarray) -> dict[str, np.ndarray]:
-    """``ANSWER_METRICS`` rows from a model's answers (``prompt_id, turn, sample, text, num_tokens,
-    score, kl``) paired with the base's answers to the same (prompt, turn, sample)."""
-    index = {pid: i for i, pid in enumerate(prompt_ids)}
-    by_key = {(a["prompt_id"], a["turn"], a["sample"]): a for a in base}
-    paired = [by_key[a["prompt_id"], a["turn"], a["sample"]] for a in answers]
-    per_answer = weights[:, [index[a["prompt_id"]] for a in answers]]
+def _outcomes(answers: Sequence[dict[str, Any]], paired: Sequence[dict[str, Any]] | None) -> np.ndarray | None:
+    """Each answer's result against its baseline answer (1 win, ``TIE``, 0 loss): a pairwise judge's
+    stored preference, else the two judge scores compared; None without a judge or a baseline."""
+    if paired is None:
+        return None
+    if all("preference" in a for a in answers):
+        return np.array([a["preference"] for a in answers], dtype=np.float64)
+    if not all("score" in a for a in (*answers, *paired)):
+        return None
     scores = np.array([a["score"] for a in answers], dtype=np.float64)
     base_scores = np.array([b["score"] for b in paired], dtype=np.float64)
-    outcomes = np.where(scores > base_scores, 1.0, np.where(scores < base_scores, 0.0, TIE))
-    lengths = np.array([a["num_tokens"] for a in answers], dtype=np.float64)
-    differences = lengths - np.array([b["num_tokens"] for b in paired], dtype=np.float64)
-    intercepts = fit_length_logistic(outcomes, length_feature(differences, per_answer), per_answer)[:, 0]
-    grams: list[list[tuple]] = [[] for _ in prompt_ids]
+    return np.where(scores > base_scores, 1.0, np.where(scores < base_scores, 0.0, TIE))
+
+
+def _paired(answers: Sequence[dict[str, Any]], base: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    if base is None:
+        return None
+    by_key = {(a["prompt_id"], a["turn"], a["sample"]): a for a in base}
+    keys = [(a["prompt_id"], a["turn"], a["sample"]) for a in answers]
+    missing = [key for key in keys if key not in by_key]
+    if missing:
+        raise EvaluationError(f"the baseline has no answer for (prompt, turn, sample) {tuple(missing[0])}")
+    return [by_key[key] for key in keys]
+
+
+def _self_bleu_rows(answers: Sequence[dict[str, Any]], index: dict, weights: np.ndarray) -> np.ndarray:
     texts: dict[tuple, list[str]] = {}
     for a in answers:
-        grams[index[a["prompt_id"]]].extend(ngrams(a["text"].split(), 2))
         texts.setdefault((a["prompt_id"], a["turn"]), []).append(a["text"])
     bleu_keys = list(texts)
     bleu = _self_bleu_per_prompt([texts[k] for k in bleu_keys])
     known = ~np.isnan(bleu)
     bleu_weights = weights[:, [index[pid] for pid, _ in bleu_keys]][:, known]
-    return {
-        "kl": _weighted_mean(per_answer, [a.get("kl", 0.0) for a in answers]),
-        "judge_score": _weighted_mean(per_answer, scores),
-        "win_rate": _weighted_mean(per_answer, outcomes),
-        "lc_win_rate": 1.0 / (1.0 + np.exp(-intercepts)),
-        "mean_length": _weighted_mean(per_answer, lengths),
-        "distinct_2": _distinct(weights, grams),
-        "self_bleu": _weighted_mean(bleu_weights, bleu[known]) if known.any() else np.full(weights.shape[0], np.nan),
-    }
+    return _weighted_mean(bleu_weights, bleu[known]) if known.any() else np.full(weights.shape[0], np.nan)
 
 
-def point_rows(items: dict[str, Any], base_answers: Sequence[dict[str, Any]], prompt_ids: Sequence,
+def answer_rows(answers: Sequence[dict[str, Any]], base: Sequence[dict[str, Any]] | None, prompt_ids: Sequence,
+                weights: np.ndarray) -> dict[str, np.ndarray]:
+    """``ANSWER_METRICS`` rows from a model's answers (``prompt_id, turn, sample, text, num_tokens``,
+    and where measured ``score``, ``preference``, ``kl``), the win rates paired with the baseline's
+    answers to the same (prompt, turn, sample) (``base`` None: no win rates). A metric that was not
+    measured is absent."""
+    index = {pid: i for i, pid in enumerate(prompt_ids)}
+    per_answer = weights[:, [index[a["prompt_id"]] for a in answers]]
+    lengths = np.array([a["num_tokens"] for a in answers], dtype=np.float64)
+    grams: list[list[tuple]] = [[] for _ in prompt_ids]
+    for a in answers:
+        grams[index[a["prompt_id"]]].extend(ngrams(a["text"].split(), 2))
+    rows = {"mean_length": _weighted_mean(per_answer, lengths), "distinct_2": _distinct(weights, grams),
+            "self_bleu": _self_bleu_rows(answers, index, weights)}
+    if all("kl" in a for a in answers):
+        rows["kl"] = _weighted_mean(per_answer, [a["kl"] for a in answers])
+    if all("score" in a for a in answers):
+        rows["judge_score"] = _weighted_mean(per_answer, [a["score"] for a in answers])
+    paired = _paired(answers, base)
+    outcomes = _outcomes(answers, paired)
+    if outcomes is not None:
+        differences = lengths - np.array([b["num_tokens"] for b in paired], dtype=np.float64)
+        intercepts = fit_length_logistic(outcomes, length_feature(differences, per_answer), per_answer)[:, 0]
+        rows["win_rate"] = _weighted_mean(per_answer, outcomes)
+        rows["lc_win_rate"] = 1.0 / (1.0 + np.exp(-intercepts))
+    return {key: rows[key] for key in ANSWER_METRICS if key in rows and not np.isnan(rows[key][0])}
+
+
+def point_rows(items: dict[str, Any], base_answers: Sequence[dict[str, Any]] | None, prompt_ids: Sequence,
                draws: Draws) -> dict[str, np.ndarray]:
-    """Every ``REPLICATED_METRICS`` row of one point from its stored items (``answers``,
-    ``knowledge``, ``text``)."""
+    """Every ``REPLICATED_METRICS`` row of one point from its stored items (``answers``, and where
+    measured ``knowledge`` and ``text``)."""
     rows = answer_rows(items["answers"], base_answers, prompt_ids, draws.prompts)
-    for field, key in KNOWLEDGE_METRICS.items():
-        rows[key] = _weighted_mean(draws.items, [float(v) for v in items["knowledge"][field]])
-    rows[TEXT_METRIC] = _weighted_mean(draws.passages, items["text"])
+    if "knowledge" in items:
+        for field, key in KNOWLEDGE_METRICS.items():
+            rows[key] = _weighted_mean(draws.items, [float(v) for v in items["knowledge"][field]])
+    if "text" in items:
+        rows[TEXT_METRIC] = _weighted_mean(draws.passages, items["text"])
     return rows
 
 

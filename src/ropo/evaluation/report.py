@@ -22,7 +22,7 @@ from ropo.evaluation.errors import EvaluationError
 from ropo.evaluation.evaluate import FORMAT as EVAL_FORMAT
 from ropo.evaluation.plots import WIDE_FIGURES, Series, all_figures
 from ropo.io import atomic_write, atomic_write_text
-from ropo.metrics.catalogue import REPETITION_N, metric
+from ropo.metrics.catalogue import CI_SUFFIX, REPETITION_N, metric
 
 
 
@@ -38,6 +38,12 @@ class Column:
         if value is None:
             return "—"
         return f"{100 * value:.1f}%" if self.fmt == "%" else format(value, self.fmt)
+
+    def show_with_interval(self, value: float | None, interval: Sequence[float] | None) -> str:
+        """The value, and its 95 % interval where it has one, in the value's format."""
+        if value is None or not interval:
+            return self.show(value)
+        return f"{self.show(value)} <span class=role>[{self.show(interval[0])}, {self.show(interval[1])}]</span>"
 
 
 #: Summary lines, in order: what each aspect means for a reader.
@@ -57,19 +63,23 @@ def _column(key: str, label: str, fmt: str, aspect: str = "") -> Column:
 
 COLUMNS = (
     _column("win_rate", "Win rate vs baseline", "%", "preference"),
+    _column("lc_win_rate", "Length-controlled win rate vs baseline", "%", "preference"),
     _column("judge_score", "Judge score (mean)", ".3g", "preference"),
     _column("reward_margin", "Reward margin, last step (train)", ".3g", "training"),
     _column("reward_accuracy", "Reward accuracy, last step (train)", "%", "training"),
     _column("mean_length", "Mean answer length (tokens)", ".1f"),
-    _column("length_median", "Median answer length (tokens)", ".0f"),
     _column("hit_limit_rate", "Answers cut at the token limit", "%", "length"),
     _column("distinct_1", "Distinct-1", ".3f", "diversity"),
     _column("distinct_2", "Distinct-2", ".3f", "diversity"),
     _column("self_bleu", "Self-BLEU between samples", ".1f", "diversity"),
     _column("repetition", f"Repeated {REPETITION_N}-grams within an answer", "%", "diversity"),
-    _column("retention_accuracy", "QA probe accuracy", "%", "retention"),
-    _column("qa_accuracy_base", "QA probe accuracy of the base", "%"),
-    _column("retention_logprob_change", "Answer log-likelihood change vs base (nats)", "+.3f", "retention"),
+    _column("choice_accuracy", "QA multiple choice by log-likelihood (knowledge)", "%", "retention"),
+    _column("answer_log_likelihood", "Gold answer log-likelihood per token (knowledge, nats)", ".3f", "retention"),
+    _column("plain_accuracy", "QA accuracy asked plainly (knowledge)", "%", "retention"),
+    _column("text_log_likelihood", "Held-out text log-likelihood per token (nats)", ".3f", "retention"),
+    _column("brevity_accuracy", "QA accuracy under the brevity instruction", "%", "retention"),
+    _column("off_language_rate", "Plain answers not in English", "%", "retention"),
+    _column("evasion_rate", "Brevity answers that evade", "%", "retention"),
     _column("kl", "KL(policy ‖ base) per answer (nats)", ".3g", "drift"),
     _column("he_change", "Mean |HE change| per layer (relative)", ".2e", "drift"),
     _column("he_change_max", "Max |HE change| per layer (relative)", ".2e", "drift"),
@@ -206,9 +216,10 @@ def _table(runs: Sequence[ReportRun], columns: Sequence[Column], best: dict[str,
         arrow = {1: " ↑", -1: " ↓", 0: ""}[column.direction]
         cells = []
         for run in runs:
-            value = run.metrics().get(column.key)
+            values = run.metrics()
             is_best = run.name in best.get(column.key, [])
-            cells.append(f"<td class={'best' if is_best else 'plain'}>{'★ ' if is_best else ''}{column.show(value)}</td>")
+            shown = column.show_with_interval(values.get(column.key), values.get(column.key + CI_SUFFIX))
+            cells.append(f"<td class={'best' if is_best else 'plain'}>{'★ ' if is_best else ''}{shown}</td>")
         rows.append(f"<tr><th class=metric>{html.escape(column.label)}{arrow}</th>{''.join(cells)}</tr>")
     return f"<table><thead><tr><th>metric</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 

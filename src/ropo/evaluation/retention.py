@@ -1,9 +1,10 @@
-"""Knowledge retention: does the tuned model still know what its base knew?
+"""The QA probe: its items, the brevity instruction, answer matching, and lm-evaluation-harness tasks.
 
-A short QA probe (shipped, or your own JSONL of ``{"question", "answers"}``) is answered greedily
-and the gold answer's log-likelihood is measured, for the tuned model and for its base. Users with
-the data can add lm-evaluation-harness tasks through ``lm_eval_scores``; the probe itself is also
-an lm-eval task (``ropo.evaluation.harness.TASKS_DIR``).
+A short QA probe (shipped, or your own JSONL of ``{"question", "answers"}``) is what
+``ropo.evaluation.knowledge`` measures forgetting on. ``qa_probe`` is the probe as the lm-eval task
+``ropo_qa`` scores it (``ropo.evaluation.harness.TASKS_DIR``): greedy answers under the brevity
+instruction (``brevity_accuracy``) and the gold answer's log-likelihood under the same prompt. Users
+with the data can add any lm-evaluation-harness task through ``lm_eval_scores``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ DEFAULT_QA_PROBE = "qa_probe.jsonl"
 #: 436 questions written for this project (see data/README.md): enough to see a few points of forgetting.
 LARGE_QA_PROBE = "qa_probe_large.jsonl"
 QA_INSTRUCTION = "Answer with just the answer, in as few words as possible.\n"
+#: The brevity probe's greedy answer length (its answers are a few words; the lm-eval task's max_gen_toks).
+BREVITY_MAX_NEW_TOKENS = 16
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ def qa_probe(
     tokenizer: PreTrainedTokenizerBase,
     items: Sequence[QAItem],
     batch_size: int = 8,
-    max_new_tokens: int = 24,
+    max_new_tokens: int = BREVITY_MAX_NEW_TOKENS,
     progress: bool = False,
 ) -> QAResult:
     """Greedy-answer accuracy and gold-answer log-likelihood on ``items``."""

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ropo.errors import RoPOError
+from ropo.evaluation.retention import BREVITY_MAX_NEW_TOKENS
 from ropo.layout import RUNS_DIR
 from ropo.methods import DEFAULT_TARGET_MODULES, REGISTRY, find_method, get_method
 
@@ -157,7 +158,7 @@ class Budget:
 #: 75 min of it training.
 DEFAULT_BUDGET = Budget(max_steps=60, save_steps=12, batch_size=4, max_length=192, data_rows=None,
                         eval_prompts=32, samples_per_prompt=2, max_new_tokens=96, generation_batch_size=16,
-                        probe_items=None, probe_max_new_tokens=16, text_passages=200, warmup_ratio=0.1,
+                        probe_items=None, probe_max_new_tokens=BREVITY_MAX_NEW_TOKENS, text_passages=200, warmup_ratio=0.1,
                         ablation_every=2)
 #: A tiny random model on the first 6 demo pairs: only checks that the whole study runs (a test, seconds).
 #: Its answers are random bytes, so they need 64 tokens to hold the few spaces that word 3-grams

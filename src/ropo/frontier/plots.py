@@ -25,7 +25,8 @@ from matplotlib.axes import Axes  # noqa: E402
 
 from ropo.evaluation.plots import COLORS, MARKERS  # noqa: E402
 from ropo.frontier.plan import REFERENCE  # noqa: E402
-from ropo.frontier.points import BASE, CI_SUFFIX, METRICS  # noqa: E402
+from ropo.frontier.points import BASE, METRICS  # noqa: E402
+from ropo.metrics.catalogue import CI_SUFFIX  # noqa: E402
 
 #: (metric key, figure title): the metrics a reader compares methods on, each against sqrt(KL).
 FRONTIER_PLOTS = (

@@ -43,20 +43,12 @@ from ropo.evaluation.statistics import DEFAULT_SEED as BOOTSTRAP_SEED
 from ropo.frontier.plan import REFERENCE, SeriesSpec, StudyPlan, StudyRun
 from ropo.frontier.summary import summary_table
 from ropo.frontier.comparisons import Curve, compare
-from ropo.frontier.points import (
-    BASE,
-    METRICS,
-    TRAINING_METRICS,
-    Evaluation,
-    measure_he_change,
-    measure_items,
-    read_cached,
-    settings_key,
-    summarize,
-    training_symptoms,
-)
+from ropo.evaluation.drift import Reference
+from ropo.evaluation.measure import Evaluation, measure_energy, measure_items, summarize
+from ropo.frontier.points import BASE, METRICS, TRAINING_METRICS, read_cached, settings_key, training_symptoms
 from ropo.io import atomic_write, atomic_write_text, read_jsonl_records
 from ropo.methods import get_method
+from ropo.metrics.energy import HE_CHANGE
 
 if TYPE_CHECKING:
     from ropo.training.recipe import Recipe
@@ -158,7 +150,7 @@ class Study:
         """The base's items (its KL and HE change are 0 by definition; its answers, judged against
         themselves, tie every pair)."""
         def compute() -> dict[str, Any]:
-            return {"items": measure_items(self.base_model(), self.tokenizer, self.evaluation, is_base=True),
+            return {"items": measure_items(self.base_model(), self.tokenizer, self.evaluation, is_base=True).items,
                     "he_change": 0.0}
 
         settings = {"model": self.plan.model, "seed": self.plan.seeds[0], "evaluation": self.evaluation.describe()}
@@ -230,8 +222,8 @@ class Study:
             def compute(checkpoint: Path = checkpoint, step: int = step) -> dict[str, Any]:
                 model = self._load_checkpoint(spec, checkpoint, run.seed)
                 base_model = None if get_method(spec.method).has_adapter else self.base_model()
-                return {"items": measure_items(model, self.tokenizer, self.evaluation, base_model),
-                        "he_change": measure_he_change(model, base_model, self.evaluation),
+                return {"items": measure_items(model, self.tokenizer, self.evaluation, Reference(model, base_model)).items,
+                        "he_change": measure_energy(model, base_model, self.evaluation)[0][HE_CHANGE],
                         "training": training_symptoms(records, step, self.plan.budget.save_steps)}
 
             cached = self._piece(name, compute, settings)
@@ -249,7 +241,8 @@ class Study:
         curves: dict[str, dict[int, list[dict[str, Any]]]] = {}
         base_rows = None
         for meta, cached in self.measured:
-            metrics, rows = summarize(cached["items"], base_items["answers"], self.evaluation, draws)
+            point = summarize(cached["items"], base_items["answers"], self.evaluation, draws)
+            metrics, rows = point.metrics, point.rows
             self.points.append({**meta, **metrics, "he_change": cached["he_change"], **cached.get("training", {})})
             if meta["series"] == BASE:
                 base_rows = rows

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ropo.frontier.points import CI_SUFFIX
+from ropo.metrics.catalogue import CI_SUFFIX
 
 
 def _interval(scale: float, digits: int, sign: str = "") -> Callable[[dict[str, Any], str], str]:
