@@ -16,6 +16,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from ropo.evaluation.errors import EvaluationError
+from ropo.evaluation.statistics import preferences
 from ropo.generation import Message, model_device
 
 #: A chat ending with the assistant message being judged.
@@ -43,8 +44,7 @@ class PointwiseJudge(ABC):
     def compare(self, candidates: Sequence[Conversation], baselines: Sequence[Conversation]) -> list[float]:
         if len(candidates) != len(baselines):
             raise ValueError(f"compare needs as many baselines as candidates ({len(baselines)} vs {len(candidates)})")
-        pairs = zip(self.score(candidates), self.score(baselines))
-        return [1.0 if a > b else 0.0 if a < b else 0.5 for a, b in pairs]
+        return preferences(self.score(candidates), self.score(baselines))
 
 
 def judged_preferences(judge: Judge, candidates: Sequence[Conversation], baselines: Sequence[Conversation]) -> list[float]:

@@ -21,17 +21,16 @@ from typing import Any
 import numpy as np
 import sacrebleu
 
+from ropo.evaluation.errors import EvaluationError
 from ropo.evaluation.statistics import (
     DEFAULT_RESAMPLES,
     DEFAULT_SEED,
-    TIE,
     Interval,
     bootstrap_weights,
-    fit_length_logistic,
-    length_feature,
+    length_controlled_rates,
     percentile_interval,
+    preferences,
 )
-from ropo.evaluation.errors import EvaluationError
 from ropo.metrics.diversity import ngrams
 
 #: Each knowledge measure (``ropo.evaluation.knowledge.KnowledgeItems``) → its metric key.
@@ -108,9 +107,7 @@ def _outcomes(answers: Sequence[dict[str, Any]], paired: Sequence[dict[str, Any]
         return np.array([a["preference"] for a in answers], dtype=np.float64)
     if not all("score" in a for a in (*answers, *paired)):
         return None
-    scores = np.array([a["score"] for a in answers], dtype=np.float64)
-    base_scores = np.array([b["score"] for b in paired], dtype=np.float64)
-    return np.where(scores > base_scores, 1.0, np.where(scores < base_scores, 0.0, TIE))
+    return np.array(preferences([a["score"] for a in answers], [b["score"] for b in paired]), dtype=np.float64)
 
 
 def _paired(answers: Sequence[dict[str, Any]], base: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
@@ -157,9 +154,8 @@ def answer_rows(answers: Sequence[dict[str, Any]], base: Sequence[dict[str, Any]
     outcomes = _outcomes(answers, paired)
     if outcomes is not None:
         differences = lengths - np.array([b["num_tokens"] for b in paired], dtype=np.float64)
-        intercepts = fit_length_logistic(outcomes, length_feature(differences, per_answer), per_answer)[:, 0]
         rows["win_rate"] = _weighted_mean(per_answer, outcomes)
-        rows["lc_win_rate"] = 1.0 / (1.0 + np.exp(-intercepts))
+        rows["lc_win_rate"] = length_controlled_rates(outcomes, differences, per_answer)
     return {key: rows[key] for key in ANSWER_METRICS if key in rows and not np.isnan(rows[key][0])}
 
 

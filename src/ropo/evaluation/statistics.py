@@ -216,8 +216,13 @@ def length_controlled_win_rate(
             f"length_controlled_win_rate: {targets.size} outcomes, {lengths[0].size} candidate and "
             f"{lengths[1].size} baseline lengths; need one of each per pair"
         )
-    differences = lengths[0] - lengths[1]
     weights = np.vstack([np.ones(targets.size), bootstrap_weights(targets.size, groups, resamples, seed)])
-    intercepts = fit_length_logistic(targets, length_feature(differences, weights), weights)[:, 0]
-    rates = 1.0 / (1.0 + np.exp(-intercepts))
+    rates = length_controlled_rates(targets, lengths[0] - lengths[1], weights)
     return percentile_interval(float(rates[0]), rates[1:], confidence)
+
+
+def length_controlled_rates(outcomes: np.ndarray, length_differences: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """σ(a) of the length model fitted on each row of ``weights`` ((R, n): one weight per pair):
+    what ``length_controlled_win_rate`` and the shared-draw replicates both compute."""
+    intercepts = fit_length_logistic(outcomes, length_feature(length_differences, weights), weights)[:, 0]
+    return 1.0 / (1.0 + np.exp(-intercepts))
