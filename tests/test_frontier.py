@@ -14,7 +14,8 @@ from ropo.cli import main as ropo_main
 from ropo.methods import get_method
 from ropo.evaluation import build_report
 from ropo.frontier.plan import DEFAULT_SERIES, LEARNING_RATE_SCALES, MATCHED_LORA, SERIES, PlanError, build_plan
-from ropo.frontier.summary import summary_table
+from ropo.frontier.summary import comparisons_table, summary_table
+from ropo.layout import FRONTIER_COMPARISONS_FILE as COMPARISONS_FILE
 from ropo.layout import FRONTIER_SUMMARY_FILE as SUMMARY_FILE
 from ropo.frontier.points import BASE, METRICS, TRAINING_METRICS, read_cached, training_symptoms
 from ropo.metrics.catalogue import CI_SUFFIX
@@ -173,6 +174,13 @@ def test_quick_frontier_end_to_end(tmp_path, capsys):
     assert {"train/ropo-2025-seed0", "train/lora-seed1", "train/ropo-no-magnitude-seed0"} <= set(frontier["seconds"])
     rows = (out / SUMMARY_FILE).read_text().splitlines()[2:]
     assert [row.split(" | ")[0] for row in rows] == [f"| {p['series']}" for p in points]
+    # The paired comparisons as the README quotes them: a row per (rival, metric), a cell per sqrt(KL),
+    # bold exactly where the interval excludes 0.
+    table = (out / COMPARISONS_FILE).read_text().splitlines()
+    assert table[0].startswith("| rival | metric | seeds | ropo-2025 − rival at sqrt(KL)")
+    assert len(table) == 2 + len({(c["rival"], c["metric"]) for c in comparisons})
+    resolved = sum(c["ci"][0] > 0 or c["ci"][1] < 0 for c in comparisons)
+    assert sum(row.count("**") for row in table) == 2 * resolved
 
     # A rerun trains nothing and measures nothing: every piece comes from the runs and the cache.
     capsys.readouterr()
@@ -244,8 +252,12 @@ def test_readme_quotes_the_committed_study():
     readme = (_STUDIES.parents[1] / "README.md").read_text()
     assert (_STUDIES / "frontier" / SUMMARY_FILE).read_text() in readme
     for study in _CURRENT:
-        table = summary_table(json.loads((study / "frontier.json").read_text())["points"])
+        frontier = json.loads((study / "frontier.json").read_text())
+        table = summary_table(frontier["points"])
         assert (study / SUMMARY_FILE).read_text() == table and table in readme
+        # The README's verdicts read from the paired comparisons: quoted as the JSON renders them.
+        paired = comparisons_table(frontier["comparisons"])
+        assert (study / COMPARISONS_FILE).read_text() == paired and paired in readme
 
 
 @pytest.mark.skipif(not _CURRENT, reason="no committed study in the current format yet: frontier-v2 is being measured")

@@ -28,6 +28,7 @@ DEMO_SUMMARY_FILE = "summary.md"
 # ``ropo frontier``'s study folder.
 FRONTIER_FILE = "frontier.json"
 FRONTIER_SUMMARY_FILE = "summary.md"
+FRONTIER_COMPARISONS_FILE = "comparisons.md"
 POINTS_DIR = "points"
 PLOTS_DIR = "plots"
 RUNS_DIR = "runs"

@@ -1,7 +1,8 @@
-"""The study's points as one markdown table (``OUT/summary.md``), the table the README quotes.
+"""The study as markdown the README quotes: its points (``OUT/summary.md``) and its paired
+comparisons at matched KL (``OUT/comparisons.md``).
 
-Why a file: the README's results are copied from the committed study, not typed; a test checks
-that the README holds this table exactly as the committed ``frontier.json`` renders it.
+Why files: the README's results are copied from the committed study, not typed; a test checks
+that the README holds these tables exactly as the committed ``frontier.json`` renders them.
 """
 
 from __future__ import annotations
@@ -25,23 +26,32 @@ def _plain(spec: str, scale: float = 1.0, unit: str = "") -> Callable[[dict[str,
     return lambda point, key: f"{scale * point[key]:{spec}}{unit}"
 
 
+#: How each compared metric is written: (header, scale, decimals). Rates are shown in percent (a
+#: difference of two rates in percentage points).
+WRITTEN = {
+    "judge_score": ("judge score", 1.0, 2),
+    "lc_win_rate": ("LC win rate (%)", 100.0, 0),
+    "mean_length": ("mean length (tokens)", 1.0, 0),
+    "distinct_2": ("distinct-2", 1.0, 3),
+    "self_bleu": ("self-BLEU", 1.0, 1),
+    "plain_accuracy": ("QA plain (%)", 100.0, 1),
+    "choice_accuracy": ("QA choice (%)", 100.0, 1),
+    "answer_log_likelihood": ("answer log-lik. (nats/token)", 1.0, 2),
+    "text_log_likelihood": ("text log-lik. (nats/token)", 1.0, 3),
+    "brevity_accuracy": ("QA brevity (%)", 100.0, 1),
+    "off_language_rate": ("off-language (%)", 100.0, 1),
+    "evasion_rate": ("evasive (%)", 100.0, 1),
+}
+#: Shown without their interval in the points table (rare events: the interval says little per point).
+_WITHOUT_INTERVAL = ("off_language_rate", "evasion_rate")
+
 #: (point key, header, how a cell is written): the metrics a reader compares methods on.
 COLUMNS: tuple[tuple[str, str, Callable[[dict[str, Any], str], str]], ...] = (
     ("seed", "seed", lambda point, key: "" if point.get(key) is None else str(point[key])),
     ("step", "step", lambda point, key: str(point[key])),
     ("kl", "KL (nats)", _plain(".1f")),
-    ("judge_score", "judge score", _interval(1.0, 2)),
-    ("lc_win_rate", "LC win rate (%)", _interval(100.0, 0)),
-    ("mean_length", "mean length (tokens)", _interval(1.0, 0)),
-    ("distinct_2", "distinct-2", _interval(1.0, 3)),
-    ("self_bleu", "self-BLEU", _interval(1.0, 1)),
-    ("plain_accuracy", "QA plain (%)", _interval(100.0, 1)),
-    ("choice_accuracy", "QA choice (%)", _interval(100.0, 1)),
-    ("answer_log_likelihood", "answer log-lik. (nats/token)", _interval(1.0, 2)),
-    ("text_log_likelihood", "text log-lik. (nats/token)", _interval(1.0, 3)),
-    ("brevity_accuracy", "QA brevity (%)", _interval(100.0, 1)),
-    ("off_language_rate", "off-language (%)", _plain(".1f", 100.0)),
-    ("evasion_rate", "evasive (%)", _plain(".1f", 100.0)),
+    *((key, header, _plain(f".{digits}f", scale) if key in _WITHOUT_INTERVAL else _interval(scale, digits))
+      for key, (header, scale, digits) in WRITTEN.items()),
     ("he_change", "HE change", _plain(".1e")),
 )
 
@@ -52,4 +62,26 @@ def summary_table(points: Sequence[dict[str, Any]]) -> str:
              "|---|" + "---:|" * len(COLUMNS)]
     for point in points:
         lines.append(f"| {point['series']} | " + " | ".join(cell(point, key) for key, _, cell in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def comparisons_table(comparisons: Sequence[dict[str, Any]]) -> str:
+    """One row per (rival, metric): the reference minus the rival at each common sqrt(KL), with its
+    95 % interval (paired over items and seeds); a cell whose interval excludes 0 is in bold."""
+    rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for entry in comparisons:
+        rows.setdefault((entry["rival"], entry["metric"]), []).append(entry)
+    reference = comparisons[0]["reference"] if comparisons else ""
+    width = max((len(entries) for entries in rows.values()), default=0)
+    lines = [f"| rival | metric | seeds | {reference} − rival at sqrt(KL) … |" + " |" * (width - 1),
+             "|---|---|---|" + "---:|" * width]
+    for (rival, metric), entries in rows.items():
+        header, scale, digits = WRITTEN[metric]
+        cells = []
+        for entry in sorted(entries, key=lambda e: e["sqrt_kl"]):
+            low, high = entry["ci"]
+            text = f"{scale * entry['difference']:+.{digits}f} [{scale * low:+.{digits}f}, {scale * high:+.{digits}f}]"
+            cells.append(f"{entry['sqrt_kl']:.2f}: " + (f"**{text}**" if low > 0 or high < 0 else text))
+        seeds = ",".join(str(seed) for seed in entries[0]["seeds"])
+        lines.append(f"| {rival} | {header} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
