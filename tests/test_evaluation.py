@@ -35,7 +35,6 @@ from ropo.evaluation import (
 from ropo.generation import GenerationError, _split_answer, render_prompt
 from ropo.evaluation.retention import answer_matches, normalize_answer
 from ropo.evaluation.scoring import continuation_log_likelihoods
-from ropo.evaluation.knowledge import distractors
 from ropo.evaluation.measure import measure_items, summarize
 from ropo.evaluation.replicates import REPLICATED_METRICS
 from ropo.metrics.catalogue import CATALOGUE, CI_SUFFIX
@@ -303,7 +302,7 @@ def test_shipped_qa_probe_and_bad_files(tmp_path):
     with pytest.raises(EvaluationError, match="row 1: 'answers' must be a non-empty list"):
         load_qa_probe(bad)
     with pytest.raises(EvaluationError, match=r"too few distinct answers for 3 distractors of question 1 .*at least 4"):
-        distractors(items[:3], 0)
+        _evaluation(PROMPTS, probe=items[:3])  # when the evaluation is set up, before any model loads
 
 
 def test_lm_eval_hook_without_the_harness_names_the_extra(monkeypatch, base, tokenizer):
@@ -424,3 +423,10 @@ def test_cli_eval_then_report(tmp_path, capsys):
     # the same model as baseline and candidate: refused with a message, not a traceback
     assert main(args + ["--qa-probe", "none", "--baseline", "tiny:llama"]) == 2
     assert "two models are named 'tiny:llama'" in capsys.readouterr().err
+    # A probe too small for its multiple choice: one line naming the file, before any model loads.
+    small = tmp_path / "small.jsonl"
+    small.write_text("".join(json.dumps({"question": f"q{i}?", "answers": [f"a{i}"]}) + "\n" for i in range(3)))
+    assert main(args + ["--qa-probe", str(small), "--output", str(tmp_path / "none")]) == 2
+    error = capsys.readouterr().err
+    assert f"--qa-probe {small}: the QA probe has too few distinct answers" in error and "Traceback" not in error
+    assert not (tmp_path / "none").exists()

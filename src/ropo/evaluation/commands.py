@@ -83,18 +83,23 @@ def _run_eval(args: argparse.Namespace) -> int:
     )
     tasks = lm_eval_tasks(args.lm_eval)
     prompts = load_prompts(args.prompts, args.max_prompts)
-    evaluation = Evaluation(
-        prompts=prompts,
-        sampling=settings,
-        judge=load_judge(args.judge, device),
-        probe=() if args.qa_probe == "none" else load_qa_probe(args.qa_probe),
-        probe_max_new_tokens=BREVITY_MAX_NEW_TOKENS,
-        text_passages=args.text_passages,
-        lm_eval_tasks=tasks,
-        lm_eval_limit=args.lm_eval_limit,
-        lm_eval_chat_template=args.lm_eval_chat_template,
-        he_modules=args.he_modules.split(","),
-    )
+    judge = load_judge(args.judge, device)
+    probe = () if args.qa_probe == "none" else load_qa_probe(args.qa_probe)
+    try:  # the evaluation checks that every probe question has its multiple-choice distractors
+        evaluation = Evaluation(
+            prompts=prompts,
+            sampling=settings,
+            judge=judge,
+            probe=probe,
+            probe_max_new_tokens=BREVITY_MAX_NEW_TOKENS,
+            text_passages=args.text_passages,
+            lm_eval_tasks=tasks,
+            lm_eval_limit=args.lm_eval_limit,
+            lm_eval_chat_template=args.lm_eval_chat_template,
+            he_modules=args.he_modules.split(","),
+        )
+    except EvaluationError as error:
+        raise EvaluationError(f"--qa-probe {args.qa_probe or '(shipped)'}: {error}") from None
     baseline = load_candidate(args.baseline, device)[0] if args.baseline else None
     results = evaluate_models(_candidates(args, device), evaluation, args.output, baseline,
                               args.prompts or f"(shipped) {DEFAULT_PROMPTS}", progress=not args.no_progress)

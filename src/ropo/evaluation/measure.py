@@ -61,6 +61,11 @@ class Evaluation:
     lm_eval_limit: int | None = None
     lm_eval_chat_template: bool = False
 
+    def __post_init__(self) -> None:
+        # Every probe question needs its multiple-choice distractors: checked before any model loads.
+        for index in range(len(self.probe)):
+            knowledge.choices(self.probe, index)
+
     def describe(self) -> dict[str, Any]:
         """Everything that decides a model's items besides the model: part of every frontier cache key."""
         questions = hashlib.sha256(json.dumps([[q.question, *q.answers] for q in self.probe]).encode()).hexdigest()
