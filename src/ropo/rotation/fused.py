@@ -248,21 +248,24 @@ def householder_updates(base: torch.Tensor, offset: torch.Tensor) -> torch.Tenso
 
 
 def _low_rank_update(x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
-    """x + U·(W·x) in place on the columns of ``x`` (dim, tokens); U's columns are update[:2]."""
+    """x + U·(W·x) in place on the columns of ``x`` (dim, tokens), U's columns being update[:2],
+    in one pass over x; returns W·x (2, tokens), which backward needs again."""
     coefficients = update[2:] @ x
-    return x.addr_(update[0], coefficients[0]).addr_(update[1], coefficients[1])
+    x.addmm_(update[:2].T, coefficients)
+    return coefficients
 
 
-def _low_rank_backward(x: torch.Tensor, update: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _low_rank_backward(
+    x: torch.Tensor, coefficients: torch.Tensor, update: torch.Tensor, grad: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of ``_low_rank_update`` w.r.t. its input (in place on ``grad``) and ``update``.
 
     y = x + Σ_k u_k (w_k·x): ∂x = ∂y + Σ_k w_k (u_k·∂y), ∂u_k = Σ_t ∂y_t (w_k·x_t),
-    ∂w_k = Σ_t (u_k·∂y_t) x_t.
+    ∂w_k = Σ_t (u_k·∂y_t) x_t. ``coefficients`` is W·x, kept from the recomputed forward.
     """
-    coefficients = update[2:] @ x
     projections = update[:2] @ grad
     update_grad = torch.cat([coefficients @ grad.T, projections @ x.T])
-    return grad.addr_(update[2], projections[0]).addr_(update[3], projections[1]), update_grad
+    return grad.addmm_(update[2:].T, projections), update_grad
 
 
 def _grouped(x: torch.Tensor, level: GivensLevel) -> torch.Tensor:
@@ -287,13 +290,14 @@ def _rotate(
     updates: torch.Tensor,
     blocks: tuple[torch.Tensor, ...],
     keep: list[torch.Tensor] | None = None,
-) -> torch.Tensor:
+) -> torch.Tensor | None:
     """Q·x on (tokens, dim) rows without autograd, returned as the (dim, tokens) matrix (Q·x)ᵀ.
 
     Q = G·(I + U_M W_M) ⋯ (I + U_1 W_1): the reflection pairs as in-place rank-2 updates of
     the rows, then the levels on xᵀ, where each is a batched matmul M_c·X_c on (b, tokens) slices
-    and each gather a copy of whole rows. With ``keep`` (backward), the inputs of every pair
-    (rows) and level (grouped slots) are collected.
+    and each gather a copy of whole rows. With ``keep`` (backward's recomputation), each pair's
+    input (rows) and W·x and each level's input (grouped slots) are collected instead, and the last
+    level, whose output backward does not need, is not applied (None is returned).
     """
     if updates.shape[0]:
         x = x.to(updates.dtype, copy=True)
@@ -301,7 +305,9 @@ def _rotate(
             if keep is not None:
                 keep.append(x)
                 x = x.clone()
-            _low_rank_update(x.T, update)
+            coefficients = _low_rank_update(x.T, update)
+            if keep is not None:
+                keep.append(coefficients)
     else:
         x = x.to(updates.dtype)
     x = x.T
@@ -309,12 +315,14 @@ def _rotate(
     # copy (and must not write into the input). After any level, x is a new contiguous tensor.
     if keep is not None or not levels or levels[0].coords is not None:
         x = x.clone(memory_format=torch.contiguous_format)
-    for level, matrices in zip(levels, blocks):
+    for index, (level, matrices) in enumerate(zip(levels, blocks)):
         grouped = _grouped(x, level)
         if keep is not None:
             keep.append(grouped)
+            if index == len(levels) - 1:
+                return None
         x = _scatter(x, level, torch.bmm(matrices, grouped).flatten(0, 1))
-    return x
+    return None if keep is not None else x
 
 
 def without_autocast(device_type: str) -> torch.autocast:
@@ -359,7 +367,8 @@ def _backward_tile(
         if index or input_grad or updates.shape[0]:
             grad = _scatter(grad, level, torch.bmm(matrices.transpose(1, 2), incoming).flatten(0, 1))
     for index in reversed(range(updates.shape[0])):
-        grad, update_grad = _low_rank_backward(keep.pop().T, updates[index], grad)
+        coefficients, pair_input = keep.pop(), keep.pop()
+        grad, update_grad = _low_rank_backward(pair_input.T, coefficients, updates[index], grad)
         update_grads[index] += update_grad
     return grad if input_grad else None
 
