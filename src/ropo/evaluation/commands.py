@@ -21,8 +21,9 @@ from ropo.evaluation.harness import require_lm_eval, run_lm_eval_cli
 from ropo.evaluation.retention import BREVITY_MAX_NEW_TOKENS, load_qa_probe
 from ropo.paths import check_writable, is_local_path, output_path
 
-#: Held-out text passages ``ropo eval`` scores by default: enough for a mean log-likelihood per token
-#: with an interval a few hundredths of a nat wide, at the cost of a few seconds on a GPU.
+#: Held-out text passages ``ropo eval`` scores by default. The interval is over passages: with 64 of
+#: them SmolLM2's mean log-likelihood per token came out ±0.09 nats (the demo); 100 narrow it to about
+#: ±0.07 (1/√n), for a few seconds on a GPU.
 DEFAULT_TEXT_PASSAGES = 100
 
 
