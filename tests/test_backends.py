@@ -8,6 +8,7 @@ import torch
 
 from ropo.errors import RoPOConfigError
 from ropo.rotation import OrthogonalRotation
+from ropo.rotation import native
 from ropo.rotation.module import ROTATION_BACKENDS
 
 
@@ -21,10 +22,10 @@ def _rotation(backend: str) -> OrthogonalRotation:
 
 
 def test_every_backend_is_named():
-    assert set(ROTATION_BACKENDS) == {"auto", "fused", "triton", "reference"}
+    assert set(ROTATION_BACKENDS) == {"auto", "native", "fused", "triton", "reference"}
 
 
-@pytest.mark.parametrize("backend", ["auto", "fused"])
+@pytest.mark.parametrize("backend", ["auto", "native", "fused"])
 def test_named_backends_match_the_reference(backend):
     x = torch.randn(5, 48, requires_grad=True)
     results = []
@@ -46,6 +47,38 @@ def test_named_backends_match_the_reference(backend):
 def test_triton_where_it_cannot_run_names_the_alternatives():
     with pytest.raises(RoPOConfigError, match="rotation backend 'triton' needs triton and a CUDA tensor.*'auto' or 'fused'"):
         _rotation("triton")(torch.randn(3, 48))
+
+
+def _engine_node(y: torch.Tensor) -> str:
+    """The autograd node that computed ``y``, under the reshapes around it."""
+    node = y.grad_fn
+    while type(node).__name__.startswith(("View", "Reshape")):
+        node = node.next_functions[0][0]
+    return type(node).__name__
+
+
+def test_auto_uses_the_native_kernels_on_the_cpu():
+    assert _engine_node(_rotation("auto")(torch.randn(6, 48, requires_grad=True))) == "_NativeRotationBackward"
+
+
+def test_native_where_it_cannot_run_names_the_alternatives():
+    rotation = OrthogonalRotation(48, 2, "bidirectional", dtype=torch.float64, backend="native")
+    with pytest.raises(RoPOConfigError, match="'native' needs a CPU tensor and a float32 adapter.*'auto' or 'fused'"):
+        rotation(torch.randn(3, 48, dtype=torch.float64))
+
+
+def test_kernels_that_cannot_be_built_leave_auto_on_the_fused_path(monkeypatch):
+    """No compiler: ``auto`` warns once and computes the same Q by the fused path; ``native`` refuses."""
+    monkeypatch.setattr(native, "_extension", lambda: "CalledProcessError: no C++ compiler")
+    native._warn_fallback.cache_clear()
+    x = torch.randn(5, 48)
+    with pytest.warns(UserWarning, match="could not be built \\(CalledProcessError: no C\\+\\+ compiler\\).*'fused'"):
+        y = _rotation("auto")(x.requires_grad_())
+    assert _engine_node(y) == "_RotationBackward"
+    torch.testing.assert_close(y, _rotation("reference")(x), rtol=0, atol=1e-5)
+    with pytest.raises(RoPOConfigError, match="'native' could not be built.*no C\\+\\+ compiler.*'fused'"):
+        _rotation("native")(x)
+    native._warn_fallback.cache_clear()
 
 
 def test_an_unknown_backend_is_refused():

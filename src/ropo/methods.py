@@ -122,6 +122,8 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
     Method("ropo", "RoPO", "RoPOConfig", learning_rate=2e-3, frontier_scale=1.0, guards_magnitudes=True, bench=(
         BenchVariant("ropo", {**_ROPO_BENCH, "rotation_backend": "reference"}),
         BenchVariant("ropo_fast", {**_ROPO_BENCH, "rotation_backend": "auto"}),
+        BenchVariant("ropo_fused", {**_ROPO_BENCH, "rotation_backend": "fused"},
+                     description="the batched-matmul path that 'auto' used on the CPU before the native kernels"),
         BenchVariant("ropo_merged", {**_ROPO_BENCH, "rotation_backend": "auto"}, merged=True,
                      description="ropo_fast merged into the weights (merge_and_unload)"),
     )),

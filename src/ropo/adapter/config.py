@@ -82,9 +82,10 @@ class RoPOConfig(PeftConfig):
         default="auto",
         metadata={
             "help": "How Q·x is computed; every backend gives the same Q and gradients and saves only each "
-            "layer's input. 'auto': 'triton' on CUDA when triton is installed, else 'fused'. 'fused': batched "
-            "block matmuls, any device. 'triton': the Triton kernels (CUDA). 'reference': the plain per-stage "
-            "operators, for checking."
+            "layer's input. 'auto': 'triton' on CUDA when triton is installed, 'native' on the CPU when it can be "
+            "built, else 'fused'. 'native': C++ kernels for the CPU, compiled on first use (needs a C++ compiler). "
+            "'fused': batched block matmuls, any device. 'triton': the Triton kernels (CUDA). 'reference': the "
+            "plain per-stage operators, for checking."
         },
     )
     init_weights: bool = field(

@@ -89,7 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--sweep", choices=["width", "depth", "all"], help="rotation-only sweep instead of the method comparison")
     bench.add_argument("--models", nargs="+", help="model shapes (smollm2-135m, llama-3.2-1b, llama-3-8b)")
     bench.add_argument("--targets", nargs="+", help="'q,v' and/or 'all-linear'")
-    bench.add_argument("--methods", nargs="+", help="subset of floor lora dora oft hra boft ropo ropo_fast full, and ropo_merged (with --inference)")
+    bench.add_argument("--methods", nargs="+", help="subset of floor lora dora oft hra boft ropo ropo_fast ropo_fused full, and ropo_merged (with --inference)")
     bench.add_argument("--layers", nargs="+", help="layers to build: N for every model or MODEL=N (default: the real count)")
     bench.add_argument("--batch-size", type=int)
     bench.add_argument("--seq-len", type=int)

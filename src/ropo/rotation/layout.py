@@ -80,3 +80,14 @@ def givens_stages(dim: int, layout: str, device: str = "cpu") -> tuple[GivensSta
 def givens_angle_count(dim: int, layout: str) -> int:
     """Number of trainable angles ``layout`` gives a width-``dim`` rotation."""
     return sum(stage.size for stage in givens_stages(dim, layout))
+
+
+@functools.lru_cache(maxsize=None)
+def givens_pairs(dim: int, layout: str, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """The two coordinates each angle rotates, in angle order (stage after stage), as int32: the
+    native kernels walk them one rotation at a time."""
+    stages = givens_stages(dim, layout, device)
+    if not stages:
+        empty = torch.zeros(0, dtype=torch.int32, device=device)
+        return empty, empty
+    return tuple(torch.cat([getattr(s, side) for s in stages]).to(torch.int32).contiguous() for side in ("first", "second"))

@@ -13,17 +13,22 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ropo.rotation.fused import FUSED_ENGINE, GivensPlan, RotationEngine, fused_operands, givens_plan, rotate_with, without_autocast
+from ropo.rotation.fused import (
+    FUSED_ENGINE, GivensPlan, RotationEngine, fused_operands, givens_plan, householder_updates, rotate_with, without_autocast,
+)
 from ropo.errors import RoPOConfigError
-from ropo.rotation.layout import GivensStage, givens_angle_count, givens_stages
+from ropo.rotation.layout import GivensStage, givens_angle_count, givens_pairs, givens_stages
+from ropo.rotation.native import native_applies, native_or_fallback, native_rotate, native_unavailable_reason
 from ropo.rotation.operators import apply_givens_stage, apply_householder_pair
 from ropo.rotation.triton_rotation import TRITON_ENGINE, triton_available
 
 #: How ``OrthogonalRotation.forward`` computes Q·x (the same Q and gradients, only x saved):
-#: ``fused`` batched block matmuls (any device), ``triton`` the Triton kernels (CUDA tensors, or
-#: Triton's interpreter), ``auto`` Triton on CUDA when triton is installed and fused otherwise,
-#: ``reference`` the plain per-stage operators (slow; the definition the others are tested against).
-ROTATION_BACKENDS = ("auto", "fused", "triton", "reference")
+#: ``native`` the C++ kernels (CPU tensors, fp32 adapter; compiled on first use), ``fused`` batched
+#: block matmuls (any device), ``triton`` the Triton kernels (CUDA tensors, or Triton's
+#: interpreter), ``auto`` Triton on CUDA when triton is installed, native on the CPU when it
+#: builds, fused otherwise, ``reference`` the plain per-stage operators (slow; the definition the
+#: others are tested against).
+ROTATION_BACKENDS = ("auto", "native", "fused", "triton", "reference")
 
 
 class KeepsAdapterDtype(nn.Module):
@@ -129,7 +134,7 @@ class OrthogonalRotation(KeepsAdapterDtype):
 
         Left to autograd, every stage would keep its own copy of the activations; recomputing the
         stages in backward keeps one tensor per layer, and that tensor is the layer input, which
-        sibling layers (q/k/v) share. Both backends do this; ``auto`` is several times faster.
+        sibling layers (q/k/v) share. Every backend but ``reference`` does this; ``auto`` is several times faster.
         """
         if x.shape[-1] != self.dim:
             raise ValueError(f"rotation of width {self.dim} got input of width {x.shape[-1]}")
@@ -139,12 +144,31 @@ class OrthogonalRotation(KeepsAdapterDtype):
             return self._rotate(x)
 
     def _rotate(self, x: torch.Tensor) -> torch.Tensor:
-        if self.backend != "reference":
-            plan = givens_plan(self.dim, self.givens_layout, str(self.angles.device))
-            return rotate_with(self._engine(x), x, plan, *self._fused_operands(plan))
-        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
-            return checkpoint(self.rotate, x, use_reentrant=False)
-        return self.rotate(x)
+        if self.backend == "reference":
+            if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+                return checkpoint(self.rotate, x, use_reentrant=False)
+            return self.rotate(x)
+        if self._uses_native(x):
+            updates = householder_updates(self.householder_base, self.householder_offset)
+            return native_rotate(x, givens_pairs(self.dim, self.givens_layout, str(x.device)), updates, self.angles)
+        plan = givens_plan(self.dim, self.givens_layout, str(self.angles.device))
+        return rotate_with(self._engine(x), x, plan, *self._fused_operands(plan))
+
+    def _uses_native(self, x: torch.Tensor) -> bool:
+        """Whether ``backend`` means the native kernels for ``x`` (``auto``: on the CPU, when they build)."""
+        if self.backend == "auto":
+            return native_or_fallback(x, self.angles.dtype)
+        if self.backend != "native":
+            return False
+        if not native_applies(x, self.angles.dtype):
+            raise RoPOConfigError(
+                f"rotation backend 'native' needs a CPU tensor and a float32 adapter, got a {x.device.type} tensor "
+                f"and a {self.angles.dtype} adapter: use rotation_backend='auto' or 'fused'"
+            )
+        reason = native_unavailable_reason()
+        if reason is not None:
+            raise RoPOConfigError(f"rotation backend 'native' could not be built ({reason}): use rotation_backend='fused'")
+        return True
 
     def _engine(self, x: torch.Tensor) -> RotationEngine:
         """The engine ``backend`` names for ``x`` (``auto``: Triton where it can run)."""

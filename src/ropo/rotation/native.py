@@ -1,0 +1,114 @@
+"""The native CPU path of ``OrthogonalRotation.forward``: each Givens rotation applied as it is.
+
+Why: in PyTorch ops the fused path has to apply a level of Givens stages as dense block matrices
+(16 multiply-adds per coordinate and level, plus a gather and a scatter per level); a rotation
+itself is 6 flops per row. ``native_rotation.cpp`` applies the reflection pairs and every
+rotation one by one on feature-major tiles of ``ROWS_PER_TILE`` rows kept in cache, and walks
+them back in backward from the same saved x (benchmarks/README.md has the measurements).
+
+It is compiled on first use with torch's own ``cpp_extension`` (a C++ compiler is needed; about
+half a minute, once: torch caches the build under ``TORCH_EXTENSIONS_DIR``). Where it cannot be
+built, ``auto`` uses the fused path instead, and says so once.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+SOURCE = Path(__file__).with_name("native_rotation.cpp")
+#: Rows per tile: one AVX2 register of fp32 per coordinate. On one SmolLM2 layer (1 024 × 576,
+#: forward + backward) 8 rows took 2.7 ms, 16 rows 3.6 ms, 32 rows 3.4 ms, 64 rows 3.1 ms.
+ROWS_PER_TILE = 8
+#: Compiler flags: optimised, the kernels' ``omp simd`` loops vectorised (no OpenMP runtime: the
+#: threads are torch's own ``at::parallel_for``).
+BASE_FLAGS = ("-O3", "-fopenmp-simd", f"-DROPO_ROWS={ROWS_PER_TILE}")
+#: Instruction sets used for each CPU capability torch detects (the build's name includes the
+#: capability, so builds for different CPUs sharing one cache folder never mix).
+CAPABILITY_FLAGS = {"AVX512": ("-mavx2", "-mfma"), "AVX2": ("-mavx2", "-mfma")}
+
+
+def _build_name(flags: tuple[str, ...]) -> str:
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:12]
+    return f"ropo_native_rotation_{digest}"
+
+
+@functools.lru_cache(maxsize=None)
+def _extension() -> ModuleType | str:
+    """The compiled kernels, or why they could not be built (tried once per process)."""
+    flags = (*BASE_FLAGS, *CAPABILITY_FLAGS.get(torch.backends.cpu.get_cpu_capability(), ()))
+    try:
+        from torch.utils.cpp_extension import load
+
+        return load(name=_build_name(flags), sources=[str(SOURCE)], extra_cflags=list(flags), verbose=False)
+    except Exception as error:  # no compiler, no headers, no ninja: all mean "use the fused path"
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        return f"{type(error).__name__}: {lines[-1]}"
+
+
+def native_unavailable_reason() -> str | None:
+    """None when the native kernels are built and loaded, else why not (one line)."""
+    built = _extension()
+    return None if isinstance(built, ModuleType) else built
+
+
+def native_applies(x: torch.Tensor, adapter_dtype: torch.dtype) -> bool:
+    """Whether the native kernels can rotate ``x``: a CPU tensor and an fp32 adapter."""
+    return x.device.type == "cpu" and adapter_dtype == torch.float32
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_fallback(reason: str) -> None:
+    warnings.warn(
+        f"the native CPU rotation kernels could not be built ({reason}); RoPO uses the slower fused path "
+        "(rotation_backend='fused' silences this)",
+        stacklevel=4,
+    )
+
+
+def native_or_fallback(x: torch.Tensor, adapter_dtype: torch.dtype) -> bool:
+    """``auto``'s choice on the CPU: True when the native kernels apply and are built; otherwise
+    False, with one warning per reason when they could not be built."""
+    if not native_applies(x, adapter_dtype):
+        return False
+    reason = native_unavailable_reason()
+    if reason is not None:
+        _warn_fallback(reason)
+    return reason is None
+
+
+class _NativeRotation(torch.autograd.Function):
+    """Q·x by the native kernels, saving only x and the (small) operands, like the fused path."""
+
+    @staticmethod
+    def forward(ctx, x, updates, angles, first, second):
+        cos, sin = torch.cos(angles), torch.sin(angles)
+        ctx.save_for_backward(x, updates, first, second, cos, sin)
+        return _extension().forward(x, updates, first, second, cos, sin)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, updates, first, second, cos, sin = ctx.saved_tensors
+        grad_x, angle_grad, update_grad = _extension().backward(
+            x, grad_output.float().contiguous(), updates, first, second, cos, sin, ctx.needs_input_grad[0]
+        )
+        return grad_x if ctx.needs_input_grad[0] else None, update_grad, angle_grad, None, None
+
+
+def native_rotate(
+    x: torch.Tensor, pairs: tuple[torch.Tensor, torch.Tensor], updates: torch.Tensor, angles: torch.Tensor
+) -> torch.Tensor:
+    """Q·x in fp32 for every row of ``x`` (..., dim) on the CPU.
+
+    ``pairs``: the coordinates each angle rotates (``layout.givens_pairs``), ``updates``: the
+    reflection pairs' rank-2 updates (``fused.householder_updates``), ``angles``: the Givens angles.
+    """
+    shape = x.shape
+    flat = x.reshape(-1, shape[-1]).contiguous()
+    rotated = _NativeRotation.apply(flat, updates.contiguous(), angles, *pairs)
+    return rotated.reshape(shape)
