@@ -50,14 +50,17 @@ void store_tile(const float* tile, int64_t count, int64_t dim, T* rows) {
     for (int64_t j = 0; j < dim; ++j) rows[r * dim + j] = static_cast<T>(tile[j * ROWS + r]);
 }
 
-// Σ_j v[j]·tile[j] per row.
-void project(const float* v, const float* tile, int64_t dim, float* out) {
-  for (int64_t r = 0; r < ROWS; ++r) out[r] = 0.f;
+// Σ_j v0[j]·tile[j] and Σ_j v1[j]·tile[j] per row, in one pass over the tile.
+void project2(const float* v0, const float* v1, const float* tile, int64_t dim, float* out0, float* out1) {
+  for (int64_t r = 0; r < ROWS; ++r) out0[r] = out1[r] = 0.f;
   for (int64_t j = 0; j < dim; ++j) {
     const float* t = tile + j * ROWS;
-    const float vj = v[j];
+    const float a = v0[j], b = v1[j];
 #pragma omp simd
-    for (int64_t r = 0; r < ROWS; ++r) out[r] += vj * t[r];
+    for (int64_t r = 0; r < ROWS; ++r) {
+      out0[r] += a * t[r];
+      out1[r] += b * t[r];
+    }
   }
 }
 
@@ -77,8 +80,7 @@ void rotate_tile(const Operands& op, float* tile, float* kept) {
   for (int64_t k = 0; k < op.pairs; ++k) {
     const float* u = op.updates + k * 4 * op.dim;
     if (kept) std::copy(tile, tile + op.dim * ROWS, kept + k * op.dim * ROWS);
-    project(u + 2 * op.dim, tile, op.dim, c0);
-    project(u + 3 * op.dim, tile, op.dim, c1);
+    project2(u + 2 * op.dim, u + 3 * op.dim, tile, op.dim, c0, c1);
     add_rank2(tile, u, c0, u + op.dim, c1, op.dim);
   }
   for (int64_t a = 0; a < op.angles; ++a) {
@@ -124,26 +126,25 @@ void backward_tile(const Operands& op, float* tile, float* grad, const float* ke
     float* du = update_grad + k * 4 * op.dim * ROWS;
     // y = x + e·(w0·x) + b·(w1·x): ∂e = Σ_t ∂y (w0·x), ∂b = Σ_t ∂y (w1·x), ∂w0 = Σ_t x (e·∂y),
     // ∂w1 = Σ_t x (b·∂y), ∂x = ∂y + w0 (e·∂y) + w1 (b·∂y).
-    project(u + 2 * op.dim, x, op.dim, c0);
-    project(u + 3 * op.dim, x, op.dim, c1);
-    project(u, grad, op.dim, p0);
-    project(u + op.dim, grad, op.dim, p1);
+    project2(u + 2 * op.dim, u + 3 * op.dim, x, op.dim, c0, c1);
+    project2(u, u + op.dim, grad, op.dim, p0, p1);
     for (int64_t j = 0; j < op.dim; ++j) {
-      const float* g = grad + j * ROWS;
+      float* g = grad + j * ROWS;
       const float* xj = x + j * ROWS;
       float* de = du + j * ROWS;
       float* db = du + (op.dim + j) * ROWS;
       float* dw0 = du + (2 * op.dim + j) * ROWS;
       float* dw1 = du + (3 * op.dim + j) * ROWS;
+      const float w0 = u[2 * op.dim + j], w1 = u[3 * op.dim + j];
 #pragma omp simd
       for (int64_t r = 0; r < ROWS; ++r) {
         de[r] += g[r] * c0[r];
         db[r] += g[r] * c1[r];
         dw0[r] += xj[r] * p0[r];
         dw1[r] += xj[r] * p1[r];
+        g[r] += w0 * p0[r] + w1 * p1[r];
       }
     }
-    add_rank2(grad, u + 2 * op.dim, p0, u + 3 * op.dim, p1, op.dim);
   }
 }
 
