@@ -66,7 +66,7 @@ def native_applies(x: torch.Tensor, adapter_dtype: torch.dtype) -> bool:
 def _warn_fallback(reason: str) -> None:
     warnings.warn(
         f"the native CPU rotation kernels could not be built ({reason}); RoPO uses the slower fused path "
-        "(rotation_backend='fused' silences this)",
+        "(they need a C++ compiler and ninja, `pip install ninja`; rotation_backend='fused' silences this)",
         stacklevel=4,
     )
 
