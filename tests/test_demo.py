@@ -21,13 +21,16 @@ def test_quick_demo_writes_every_output(tmp_path, capsys):
     assert metrics["ropo"]["trainable_params"] < metrics["lora"]["trainable_params"] < metrics["dpo"]["trainable_params"]
     html = (out / "report" / "report.html").read_text()
     assert all(name in html for name in ("ropo", "dpo", "lora", "base"))
-    # Beside the newcomer's pipeline check, the committed study's plots, marked as the project's.
-    from ropo.demo.run import COMMITTED_STUDY
+    # Beside the newcomer's pipeline check, the committed studies' plots and paired comparisons,
+    # marked as the project's.
+    from ropo.demo.run import COMMITTED_STUDIES
 
-    study = json.loads((COMMITTED_STUDY / "frontier.json").read_text())
-    assert "The committed frontier study (measured for the project, not by this run)" in html
-    assert html.count("<img") >= len(study["plots"])
-    assert json.loads((out / "report" / "metrics.json").read_text())["committed_studies"] == [str(COMMITTED_STUDY)]
+    studies = [json.loads((study / "frontier.json").read_text()) for study in COMMITTED_STUDIES]
+    assert html.count("The committed frontier study (measured for the project, not by this run)") == len(studies)
+    assert html.count("<img") >= sum(len(study["plots"]) for study in studies)
+    paired = [study for study in studies if study.get("comparisons")]
+    assert paired and all(row["rival"] in html for study in paired for row in study["comparisons"])
+    assert json.loads((out / "report" / "metrics.json").read_text())["committed_studies"] == [str(s) for s in COMMITTED_STUDIES]
     for method in ("ropo", "dpo", "lora"):
         assert (out / "runs" / method / "metrics.jsonl").is_file()
     assert (out / "eval" / "eval.json").is_file()
