@@ -23,7 +23,7 @@ import torch
 
 SOURCE = Path(__file__).with_name("native_rotation.cpp")
 #: Rows per tile: one AVX2 register of fp32 per coordinate. On one SmolLM2 layer (1 024 × 576,
-#: forward + backward) 8 rows took 2.7 ms, 16 rows 3.6 ms, 32 rows 3.4 ms, 64 rows 3.1 ms.
+#: forward + backward, one thread) 8 rows took 2.7 ms, 16 rows 3.6 ms, 32 rows 3.4 ms, 64 rows 3.1 ms.
 ROWS_PER_TILE = 8
 #: Compiler flags: optimised, rows per tile fixed at compile time.
 BASE_FLAGS = ("-O3", f"-DROPO_ROWS={ROWS_PER_TILE}")

@@ -21,9 +21,10 @@
 
 namespace {
 
-// Rows per tile: one coordinate of a tile is ROWS contiguous floats (two AVX2 registers).
+// Rows per tile (set by native.py): one coordinate of a tile is ROWS contiguous floats, one AVX2
+// register at 8.
 #ifndef ROPO_ROWS
-#define ROPO_ROWS 16
+#define ROPO_ROWS 8
 #endif
 constexpr int64_t ROWS = ROPO_ROWS;
 
