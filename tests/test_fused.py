@@ -199,3 +199,18 @@ def test_both_backends_train_a_model_identically(token_ids, backend):
         if a.requires_grad:
             assert torch.allclose(a, b, atol=1e-5), name
     assert all(layer.ropo_rotation["default"].angles.abs().max() > 0 for layer in fused.adapter_layers().values())
+
+
+@pytest.mark.parametrize("backend", ENGINES)
+def test_inference_operands_follow_writes_to_the_parameters(backend):
+    """Without grad the operands are cached (decoding): a write through ``.data`` (as loaders and
+    trainers do) must still be seen by the next call."""
+    reference, rotation = _pair(64, "bidirectional", 2, seed=13, backend=backend)
+    x = torch.randn(1, 64)
+    with torch.no_grad():
+        _assert_close(rotation(x), reference(x), 1e-5, "before the write")
+        assert rotation(x).equal(rotation(x))  # the cached operands give the same Q
+        for moved, parameter in zip(rotation.parameters(), reference.parameters()):
+            moved.data.add_(0.1)
+            parameter.data.add_(0.1)
+        _assert_close(rotation(x), reference(x), 1e-5, "after the write")

@@ -8,13 +8,14 @@ training: its cost is O(rows · d · (#reflection pairs + #Givens stages)).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ropo.rotation.fused import (
-    FUSED_ENGINE, GivensPlan, RotationEngine, fused_operands, givens_plan, householder_updates, rotate_with, without_autocast,
+    FUSED_ENGINE, RotationEngine, fused_operands, givens_plan, householder_updates, rotate_with, without_autocast,
 )
 from ropo.errors import RoPOConfigError
 from ropo.rotation.layout import GivensStage, givens_angle_count, givens_pairs, givens_stages
@@ -29,6 +30,8 @@ from ropo.rotation.triton_rotation import TRITON_ENGINE, triton_available
 #: builds, fused otherwise, ``reference`` the plain per-stage operators (slow; the definition the
 #: others are tested against).
 ROTATION_BACKENDS = ("auto", "native", "fused", "triton", "reference")
+
+T = TypeVar("T")
 
 
 class KeepsAdapterDtype(nn.Module):
@@ -149,10 +152,11 @@ class OrthogonalRotation(KeepsAdapterDtype):
                 return checkpoint(self.rotate, x, use_reentrant=False)
             return self.rotate(x)
         if self._uses_native(x):
-            updates = householder_updates(self.householder_base, self.householder_offset)
+            (updates,) = self._operands("native", lambda angles, base, offset: (householder_updates(base, offset),))
             return native_rotate(x, givens_pairs(self.dim, self.givens_layout, str(x.device)), updates, self.angles)
         plan = givens_plan(self.dim, self.givens_layout, str(self.angles.device))
-        return rotate_with(self._engine(x), x, plan, *self._fused_operands(plan))
+        operands = self._operands("fused", lambda angles, base, offset: fused_operands(angles, base, offset, plan))
+        return rotate_with(self._engine(x), x, plan, *operands)
 
     def _uses_native(self, x: torch.Tensor) -> bool:
         """Whether ``backend`` means the native kernels for ``x`` (``auto``: on the CPU, when they build)."""
@@ -181,26 +185,30 @@ class OrthogonalRotation(KeepsAdapterDtype):
             )
         return TRITON_ENGINE
 
-    def _fused_operands(self, plan: GivensPlan) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """The fused path's update vectors and block matrices.
+    def _operands(self, kind: str, build: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], T]) -> T:
+        """The small tensors an engine multiplies by (``kind``: its name), built from the angles,
+        Householder base and offset by ``build``: the fused path's update vectors and block
+        matrices, the native kernels' update vectors.
 
         In training they are rebuilt every forward (autograd needs the graph). Without grad they
         are cached for as long as the parameters hold the values they were built from: decoding
         runs one token at a time, where rebuilding them per call would cost more than the
-        rotation itself. The values are compared, not version counters, because trainers and
-        loaders also write through ``.data``, which no counter sees.
+        rotation itself (native, one token at d = 576: 95 µs rebuilt, 22 µs cached). The values
+        are compared, not version counters, because trainers and loaders also write through
+        ``.data``, which no counter sees.
         """
         parameters = (self.angles, self.householder_base, self.householder_offset)
         if torch.is_grad_enabled() and any(p.requires_grad for p in parameters):
-            return fused_operands(*parameters, plan)
-        cached = getattr(self, "_inference_operands", None)
+            return build(*parameters)
+        caches = self.__dict__.setdefault("_inference_operands", {})
+        cached = caches.get(kind)
         if cached is None or not all(
             built.dtype == p.dtype and built.device == p.device and torch.equal(built, p)
             for built, p in zip(cached[0], parameters)
         ):
             with torch.no_grad():
-                cached = (tuple(p.detach().clone() for p in parameters), fused_operands(*parameters, plan))
-            self._inference_operands = cached
+                cached = (tuple(p.detach().clone() for p in parameters), build(*parameters))
+            caches[kind] = cached
         return cached[1]
 
     @torch.no_grad()
