@@ -20,6 +20,7 @@ pytest.importorskip("triton")
 
 from ropo.rotation import OrthogonalRotation  # noqa: E402
 from ropo.rotation.fused import fused_operands, fused_rotate, givens_plan  # noqa: E402
+from ropo.rotation import triton_tree  # noqa: E402
 from ropo.rotation.triton_rotation import (  # noqa: E402
     COLUMN_TILE,
     ROW_TILE,
@@ -56,16 +57,19 @@ def test_kernels_compile_for_a_gpu_without_one():
     """The interpreter checks values, not what the compiler rejects: compile each kernel to sm_90
     machine code (Triton ships the assembler, no GPU needed)."""
     for groups in (1, 4):
-        _compile_each_kernel({"ROWS": ROW_TILE, "COLUMNS": COLUMN_TILE, "BLOCK": 13, "SLOTS": 16, "GROUPS": groups})
+        _compile_each_kernel(_kernels(), {"ROWS": ROW_TILE, "COLUMNS": COLUMN_TILE, "BLOCK": 13, "SLOTS": 16, "GROUPS": groups})
+    # The tree kernels at d = 4 096 (64 chunks of 64), reading bf16 activations, with a pair.
+    constants = {**triton_tree.tree_shape(4096).constants, "HAS_PAIR": True, "INPUT_GRAD": True}
+    _compile_each_kernel(triton_tree._kernels(), constants, {"x_ptr": "*bf16", "grad_ptr": "*bf16", "grad_x_ptr": "*bf16"})
 
 
-def _compile_each_kernel(constants: dict[str, int]) -> None:
+def _compile_each_kernel(kernels, constants: dict[str, int], types: dict[str, str] | None = None) -> None:
     from triton import compile as compile_kernel
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    types = {"coords_ptr": "*i64", "real_ptr": "*i8"}
-    for kernel in vars(_kernels()).values():
+    types = {"coords_ptr": "*i64", "real_ptr": "*i8", "offset_ptr": "*i32", **(types or {})}
+    for kernel in vars(kernels).values():
         signature = {
             name: "constexpr" if name.isupper() else types.get(name, "*fp32" if name.endswith("_ptr") else "i32")
             for name in kernel.arg_names
@@ -210,6 +214,70 @@ def test_triton_saves_only_its_input():
     assert len(saved) == 1 and saved[0].data_ptr() == x.data_ptr()
 
 
+def _tree_rotation(dim: int, reflections: int, seed: int) -> OrthogonalRotation:
+    rotation = _reference(dim, "bidirectional", reflections, seed)
+    rotation.backend = "triton"
+    return rotation
+
+
+@runs_kernels
+@pytest.mark.parametrize(("dim", "reflections", "dtype"), [
+    (2, 0, torch.float32), (5, 2, torch.bfloat16), (100, 2, torch.float32), (300, 0, torch.bfloat16),
+    (300, 2, torch.float32),
+])
+def test_tree_kernels_match_the_reference(dim, reflections, dtype):
+    """One chunk (2, 5), two (100) and five (300, padded to 8 representatives); every parameter's
+    gradient, through the module as users call it. A few cases, not all combinations: on a GPU
+    each is compiled (seconds each), and the kit's run has minutes."""
+    rotation = _tree_rotation(dim, reflections, seed=dim)
+    x = torch.randn(3, 7, dim, device=DEVICE).to(dtype)
+    grad = torch.randn(3, 7, dim, device=DEVICE)
+    result = _run_reference(rotation, x, grad)
+    assert result[0].dtype == torch.float32 and result[1].dtype == dtype
+    rotation.backend = "reference"
+    _assert_same(result, _run_reference(rotation, x, grad), 1e-5 if dtype == torch.float32 else 8e-3)
+
+
+@runs_kernels
+def test_tree_kernels_are_what_triton_runs_for_the_default_layout():
+    """``triton`` means the tree kernels for the bidirectional layout with at most one reflection
+    pair, the level kernels otherwise, and ``triton-levels`` the level kernels always."""
+    x = torch.randn(4, 100, device=DEVICE, requires_grad=True)
+    for backend, layout, reflections, engine in (
+        ("triton", "bidirectional", 2, "triton-tree"), ("triton", "bidirectional", 4, "triton"),
+        ("triton", "butterfly", 2, "triton"), ("triton-levels", "bidirectional", 2, "triton"),
+    ):
+        rotation = OrthogonalRotation(100, reflections, layout, device=DEVICE, backend=backend)
+        node = rotation(x).grad_fn
+        while not hasattr(node, "engine"):
+            node = node.next_functions[0][0]
+        assert node.engine.name == engine, (backend, layout, reflections)
+
+
+@runs_kernels
+def test_tree_kernels_are_exactly_identity_at_init_and_save_only_their_input():
+    rotation = OrthogonalRotation(300, 2, "bidirectional", device=DEVICE, backend="triton")
+    x = torch.randn(300, 9, device=DEVICE).T  # non-contiguous rows
+    assert torch.equal(rotation(x), x)
+    x = torch.randn(40, 300, device=DEVICE, requires_grad=True)
+    saved = saved_activations(lambda: _tree_rotation(300, 2, seed=6)(x), x)
+    assert len(saved) == 1 and saved[0].data_ptr() == x.data_ptr()
+    empty = torch.randn(0, 300, device=DEVICE, requires_grad=True)
+    rotation(empty).sum().backward()
+    assert empty.grad.shape == (0, 300)
+
+
+@runs_kernels
+def test_tree_backward_loops_over_row_tiles(monkeypatch):
+    """More row tiles than backward programs: each program adds several tiles into its partial sums."""
+    monkeypatch.setattr(triton_tree, "BACKWARD_PROGRAMS", 2)
+    rotation = _tree_rotation(100, 2, seed=7)
+    x, grad = torch.randn(5 * triton_tree.ROWS + 3, 100, device=DEVICE), torch.randn(5 * triton_tree.ROWS + 3, 100, device=DEVICE)
+    result = _run_reference(rotation, x, grad)
+    rotation.backend = "reference"
+    _assert_same(result, _run_reference(rotation, x, grad), 1e-5)
+
+
 def test_triton_available_only_on_cuda_or_in_the_interpreter(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     assert not triton_available(torch.zeros(2))
@@ -244,8 +312,20 @@ def test_ropo_imports_and_trains_without_triton():
 
 
 @needs_cuda
+@pytest.mark.parametrize("dim", [576, 4096, 14336])
+def test_tree_kernels_match_fused_at_model_width_in_bf16(dim):
+    """The widths of SmolLM2 and Llama-3-8B (attention and MLP: 112 chunks of 128)."""
+    rotation = _tree_rotation(dim, 2, seed=0)
+    x = torch.randn(4, 300, dim, device=DEVICE).bfloat16()
+    grad = torch.randn(4, 300, dim, device=DEVICE)
+    result = _run_reference(rotation, x, grad)
+    rotation.backend = "fused"
+    _assert_same(result, _run_reference(rotation, x, grad), input_tol=8e-3, tol=1e-4)
+
+
+@needs_cuda
 @pytest.mark.parametrize("layout", ["bidirectional", "butterfly"])
-def test_native_kernels_match_fused_at_model_width_in_bf16(layout):
+def test_level_kernels_match_fused_at_model_width_in_bf16(layout):
     dim = 2048
     rotation = _reference(dim, layout, 2, seed=0)
     x = torch.randn(4, 300, dim, device=DEVICE).bfloat16()

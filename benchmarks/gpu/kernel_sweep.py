@@ -1,12 +1,12 @@
-"""The Triton rotation alone on a GPU: time per pass over the activations, for launch shapes.
+"""One rotation on a GPU, by kernel and launch shape, against a plain copy of its input.
 
-Why: a RoPO layer's rotation is a few passes over its fp32 activations, so its floor is memory
+Why: a RoPO layer's rotation should cost a few passes over its activations, so its floor is memory
 bandwidth; this times forward and forward + backward of one rotation (the ropo-2025 preset: one
 reflection pair and the bidirectional Givens tree) on 4096 rows of the widths an 8B model's
-adapted layers see, for several launch shapes of the kernels (``LEVEL_COORDINATES``: slots of a
-level per program; ``PAIR_ROW_TILE``: rows per reflection-pair program), next to a plain copy of
-the same fp32 tensor (one read and one write: one "pass"). Each shape is checked against the
-fused torch path first.
+adapted layers see: the tree kernels (``triton_tree``, what ``auto`` runs) for several launch
+shapes (rows and warps per program) and the level kernels (``triton-levels``, their launch shape
+as committed), next to a plain copy of the same fp32 tensor (one read and one write: one "pass").
+Each is checked against the fused torch path first.
 
     python benchmarks/gpu/kernel_sweep.py --json kernels.json
 """
@@ -20,13 +20,11 @@ import sys
 
 import torch
 
-from ropo.rotation import triton_rotation
-from ropo.rotation.fused import fused_operands, fused_rotate, givens_plan
+from ropo.rotation import triton_tree
 from ropo.rotation.module import OrthogonalRotation
 
-#: (LEVEL_COORDINATES, PAIR_ROW_TILE): the first is the launch shape of the kernels' first GPU
-#: run (one group per program, 32 rows per pair program).
-SHAPES = ((8, 32), (64, 8), (128, 8), (64, 32), (32, 8))
+#: (ROWS, WARPS) of the tree kernels; the first is the committed default.
+TREE_SHAPES = ((16, 8), (16, 4), (8, 4))
 WIDTHS = (4096, 14336)
 ROWS = 4096
 
@@ -46,35 +44,41 @@ def _time_ms(function, repeats: int = 20, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
-def measure(width: int, shape: tuple[int, int]) -> dict:
-    triton_rotation.LEVEL_COORDINATES, triton_rotation.PAIR_ROW_TILE = shape
+def _rotation(width: int, backend: str) -> OrthogonalRotation:
     torch.manual_seed(width)
-    rotation = OrthogonalRotation(width, 2, "bidirectional", device="cuda")
+    rotation = OrthogonalRotation(width, 2, "bidirectional", device="cuda", backend=backend)
     with torch.no_grad():
         for parameter in rotation.parameters():
             parameter.normal_(0, 0.1)
-    plan = givens_plan(width, "bidirectional", "cuda")
-    operands = fused_operands(rotation.angles, rotation.householder_base, rotation.householder_offset, plan)
+    return rotation
+
+
+def measure(width: int, backend: str, shape: tuple[int, int] | None, copy_ms: float) -> dict:
+    """One row: ``backend`` ('triton' with the tree kernels at ``shape``, or 'triton-levels')."""
+    if shape is not None:
+        triton_tree.ROWS, triton_tree.WARPS = shape
+    rotation = _rotation(width, backend)
     x = torch.randn(ROWS, width, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     grad = torch.randn(ROWS, width, device="cuda")
-    fast = triton_rotation.triton_rotate(x, plan, *operands)
-    reference = fused_rotate(x, plan, *operands)
+    fast = rotation(x)
+    rotation.backend = "fused"
+    reference = rotation(x)
+    rotation.backend = backend
     error = float((fast - reference).detach().norm() / reference.detach().norm())
 
     def forward():
         with torch.no_grad():
-            triton_rotation.triton_rotate(x, plan, *operands)
+            rotation(x)
 
     def both():
-        triton_rotation.triton_rotate(x, plan, *operands).backward(grad, retain_graph=True)
+        rotation(x).backward(grad)
 
-    plain = torch.randn(ROWS, width, device="cuda")
-    copy_ms = _time_ms(lambda: plain.clone())
     forward_ms, both_ms = _time_ms(forward), _time_ms(both)
-    return {"width": width, "rows": ROWS, "level_coordinates": shape[0], "pair_row_tile": shape[1],
+    return {"width": width, "rows": ROWS, "kernels": "tree" if shape else "levels",
+            "rows_per_program": shape[0] if shape else None, "warps": shape[1] if shape else None,
             "relative_error_vs_fused": error, "copy_ms": copy_ms, "forward_ms": forward_ms,
             "forward_backward_ms": both_ms, "forward_passes": forward_ms / copy_ms,
-            "forward_backward_passes": both_ms / copy_ms, "levels": len(plan.levels)}
+            "forward_backward_passes": both_ms / copy_ms}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,15 +88,21 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("kernel_sweep.py: no CUDA device here (skipped)")
         return 0
-    defaults = (triton_rotation.LEVEL_COORDINATES, triton_rotation.PAIR_ROW_TILE)
-    rows = [measure(width, shape) for width in WIDTHS for shape in SHAPES]
-    triton_rotation.LEVEL_COORDINATES, triton_rotation.PAIR_ROW_TILE = defaults
-    print("| width | level coords | pair rows | rel. error | copy ms | fwd ms | fwd passes | fwd+bwd ms | fwd+bwd passes |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    defaults = (triton_tree.ROWS, triton_tree.WARPS)
+    rows = []
+    for width in WIDTHS:
+        plain = torch.randn(ROWS, width, device="cuda")
+        copy_ms = _time_ms(lambda: plain.clone())
+        for shape in TREE_SHAPES:
+            rows.append(measure(width, "triton", shape, copy_ms))
+        triton_tree.ROWS, triton_tree.WARPS = defaults
+        rows.append(measure(width, "triton-levels", None, copy_ms))
+    print("| width | kernels | rows | warps | rel. error | copy ms | fwd ms | fwd passes | fwd+bwd ms | fwd+bwd passes |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['width']} | {r['level_coordinates']} | {r['pair_row_tile']} | {r['relative_error_vs_fused']:.1e} "
-              f"| {r['copy_ms']:.3f} | {r['forward_ms']:.3f} | {r['forward_passes']:.1f} "
-              f"| {r['forward_backward_ms']:.3f} | {r['forward_backward_passes']:.1f} |")
+        print(f"| {r['width']} | {r['kernels']} | {r['rows_per_program'] or ''} | {r['warps'] or ''} "
+              f"| {r['relative_error_vs_fused']:.1e} | {r['copy_ms']:.3f} | {r['forward_ms']:.3f} "
+              f"| {r['forward_passes']:.1f} | {r['forward_backward_ms']:.3f} | {r['forward_backward_passes']:.1f} |")
     if args.json:
         with open(args.json, "w") as file:
             json.dump({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}, file, indent=1)

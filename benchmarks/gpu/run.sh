@@ -10,8 +10,9 @@
 #   3. `ropo bench --device cuda`, bf16, Llama-3.2-1B and Llama-3-8B shapes, q,v and all linear,
 #      4 × 1024 tokens a step: floor, LoRA, DoRA, OFT, HRA, RoPO reference and fused; peak memory;
 #   4. inference (unmerged and merged) on the same shapes;
-#   5. a profile of one RoPO and one LoRA step (benchmarks/gpu/profile_step.py), and the rotation
-#      kernels alone against a plain copy, for several launch shapes (benchmarks/gpu/kernel_sweep.py).
+#   5. one rotation alone against a plain copy: the tree kernels at several launch shapes and the
+#      level kernels (benchmarks/gpu/kernel_sweep.py), and a profile of one RoPO and one LoRA step
+#      (benchmarks/gpu/profile_step.py); last, as what the rows above need comes first.
 # KIT_TRAIN_METHODS="floor lora ropo_fast" times fewer methods. Seven files go to OUT_DIR (the bench
 # rows end up in one bench.json); the summary table prints last. Without CUDA it says so, exits 0.
 set -uo pipefail
@@ -65,10 +66,10 @@ step() {
 BENCH=(-m ropo.cli bench --device "$DEVICE" --dtype bfloat16 "${SIZE[@]}" "${MEMORY[@]}" --targets q,v all-linear)
 
 # The native CPU kernels' own tests are CPU tests (run by make test); the bf16 test's 'auto' still
-# builds them here once (about 30 s), hence 130 s.
-step tests 130 4 "$PY" -m pytest -q -p no:cacheprovider "${TEST_ARGS[@]}" -k "not native" tests/test_triton_rotation.py \
+# builds them here once (about 30 s). The tree kernels compile once per shape (seconds each; the
+# model widths' shapes are then cached on disk for the steps after), hence 200 s.
+step tests 200 4 "$PY" -m pytest -q -p no:cacheprovider "${TEST_ARGS[@]}" -k "not native" tests/test_triton_rotation.py \
     tests/test_fused.py "tests/test_peft_integration.py::test_bf16_autocast_forward_and_backward"
-step kernels 80 14 "$PY" benchmarks/gpu/kernel_sweep.py --json "$OUT_DIR/kernels.json"
 step dpo 90 12 "$PY" benchmarks/gpu/dpo_check.py --device "$DEVICE" --steps "$DPO_STEPS" --json "$OUT_DIR/dpo.json"
 step bench-a 100 3 "$PY" "${BENCH[@]}" --models "$MODEL_A" --layers "$LAYERS_A" "${TRAIN_STEPS[@]}" \
     --methods "${TRAIN_METHODS[@]}" --json "$OUT_DIR/bench-train-a.json"
@@ -77,6 +78,7 @@ step bench-b 120 3 "$PY" "${BENCH[@]}" --models "$MODEL_B" --layers "$LAYERS_B" 
 step inference 70 3 "$PY" "${BENCH[@]}" --inference --models "$MODEL_A" "$MODEL_B" \
     --layers "$MODEL_A=$LAYERS_A" "$MODEL_B=$LAYERS_B" "${INFER_STEPS[@]}" \
     --methods floor lora oft ropo_fast ropo_merged --json "$OUT_DIR/bench-inference.json"
+step kernels 80 16 "$PY" benchmarks/gpu/kernel_sweep.py --json "$OUT_DIR/kernels.json"
 step profile 50 3 "$PY" benchmarks/gpu/profile_step.py --out "$OUT_DIR/profile.txt"
 "$PY" benchmarks/gpu/summarize.py "$OUT_DIR" | tee "$OUT_DIR/summary.md"
 echo "results in $OUT_DIR: $(ls "$OUT_DIR" | wc -l) files (exit $status, ${SECONDS}s)"

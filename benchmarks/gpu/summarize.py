@@ -46,10 +46,11 @@ def summary(folder: Path) -> str:
             (folder / name).unlink(missing_ok=True)
     kernels = folder / "kernels.json"
     if kernels.exists():
-        lines += ["", "| width | level coords | pair rows | fwd passes | fwd+bwd passes | fwd+bwd ms |", "|---:|---:|---:|---:|---:|---:|"]
+        lines += ["", "| width | kernels | rows | warps | fwd passes | fwd+bwd passes | fwd+bwd ms |",
+                  "|---:|---|---:|---:|---:|---:|---:|"]
         for r in json.loads(kernels.read_text())["rows"]:
-            lines.append(f"| {r['width']} | {r['level_coordinates']} | {r['pair_row_tile']} | {r['forward_passes']:.1f} "
-                         f"| {r['forward_backward_passes']:.1f} | {r['forward_backward_ms']:.3f} |")
+            lines.append(f"| {r['width']} | {r['kernels']} | {r['rows_per_program'] or ''} | {r['warps'] or ''} "
+                         f"| {r['forward_passes']:.1f} | {r['forward_backward_passes']:.1f} | {r['forward_backward_ms']:.3f} |")
     return "\n".join(lines)
 
 

@@ -84,8 +84,10 @@ class RoPOConfig(PeftConfig):
             "help": "How Q·x is computed; every backend gives the same Q and gradients and saves only each "
             "layer's input. 'auto': 'triton' on CUDA when triton is installed, 'native' on the CPU when it can be "
             "built, else 'fused'. 'native': C++ kernels for the CPU, compiled on first use (needs a C++ compiler). "
-            "'fused': batched block matmuls, any device. 'triton': the Triton kernels (CUDA). 'reference': the "
-            "plain per-stage operators, for checking."
+            "'fused': batched block matmuls, any device. 'triton': the Triton kernels (CUDA): one kernel per "
+            "rotation for the default layout with at most one reflection pair (the tree kernels), else one per "
+            "level. 'triton-levels': the level kernels always, for comparison. 'reference': the plain per-stage "
+            "operators, for checking."
         },
     )
     init_weights: bool = field(

@@ -15,21 +15,25 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ropo.rotation.fused import (
-    FUSED_ENGINE, RotationEngine, fused_operands, givens_plan, householder_updates, rotate_with, without_autocast,
+    FUSED_ENGINE, AngleEngine, RotationEngine, fused_operands, givens_plan, householder_updates, rotate_by_angles,
+    rotate_with, without_autocast,
 )
 from ropo.errors import RoPOConfigError
-from ropo.rotation.layout import GivensStage, givens_angle_count, givens_pairs, givens_stages
-from ropo.rotation.native import native_applies, native_or_fallback, native_rotate, native_unavailable_reason
+from ropo.rotation.layout import GivensStage, givens_angle_count, givens_stages
+from ropo.rotation.native import NATIVE_ENGINE, native_applies, native_or_fallback, native_unavailable_reason
 from ropo.rotation.operators import apply_givens_stage, apply_householder_pair
 from ropo.rotation.triton_rotation import TRITON_ENGINE, triton_available
+from ropo.rotation.triton_tree import TREE_ENGINE, tree_applies
 
 #: How ``OrthogonalRotation.forward`` computes Q·x (the same Q and gradients, only x saved):
 #: ``native`` the C++ kernels (CPU tensors, fp32 adapter; compiled on first use), ``fused`` batched
 #: block matmuls (any device), ``triton`` the Triton kernels (CUDA tensors, or Triton's
-#: interpreter), ``auto`` Triton on CUDA when triton is installed, native on the CPU when it
+#: interpreter): the tree kernels where they apply (``triton_tree.tree_applies``: the default
+#: layout), the level kernels otherwise, ``triton-levels`` the level kernels always (for
+#: comparison), ``auto`` Triton on CUDA when triton is installed, native on the CPU when it
 #: builds, fused otherwise, ``reference`` the plain per-stage operators (slow; the definition the
 #: others are tested against).
-ROTATION_BACKENDS = ("auto", "native", "fused", "triton", "reference")
+ROTATION_BACKENDS = ("auto", "native", "fused", "triton", "triton-levels", "reference")
 
 T = TypeVar("T")
 
@@ -151,12 +155,28 @@ class OrthogonalRotation(KeepsAdapterDtype):
             if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
                 return checkpoint(self.rotate, x, use_reentrant=False)
             return self.rotate(x)
-        if self._uses_native(x):
-            (updates,) = self._operands("native", lambda angles, base, offset: (householder_updates(base, offset),))
-            return native_rotate(x, givens_pairs(self.dim, self.givens_layout, str(x.device)), updates, self.angles)
+        engine = self._angle_engine(x)
+        if engine is not None:
+            (updates,) = self._operands("updates", lambda angles, base, offset: (householder_updates(base, offset),))
+            return rotate_by_angles(engine, x, updates, self.angles, self.givens_layout)
         plan = givens_plan(self.dim, self.givens_layout, str(self.angles.device))
         operands = self._operands("fused", lambda angles, base, offset: fused_operands(angles, base, offset, plan))
         return rotate_with(self._engine(x), x, plan, *operands)
+
+    def _angle_engine(self, x: torch.Tensor) -> AngleEngine | None:
+        """The engine taking the angles that ``backend`` means for ``x``, if any: the native kernels
+        (``native``; ``auto`` on the CPU when they build) or the Triton tree kernels (``triton``;
+        ``auto`` on CUDA) where they cover the rotation."""
+        if self._uses_native(x):
+            return NATIVE_ENGINE
+        pairs = self.householder_base.shape[0]
+        if (
+            self.backend in ("auto", "triton")
+            and self._engine(x) is TRITON_ENGINE
+            and tree_applies(self.dim, self.givens_layout, pairs, self.angles.dtype)
+        ):
+            return TREE_ENGINE
+        return None
 
     def _uses_native(self, x: torch.Tensor) -> bool:
         """Whether ``backend`` means the native kernels for ``x`` (``auto``: on the CPU, when they build)."""
@@ -175,12 +195,12 @@ class OrthogonalRotation(KeepsAdapterDtype):
         return True
 
     def _engine(self, x: torch.Tensor) -> RotationEngine:
-        """The engine ``backend`` names for ``x`` (``auto``: Triton where it can run)."""
+        """The block-matrix engine ``backend`` names for ``x`` (``auto``: Triton where it can run)."""
         if self.backend == "fused" or (self.backend == "auto" and not (x.is_cuda and triton_available(x))):
             return FUSED_ENGINE
         if not triton_available(x):
             raise RoPOConfigError(
-                f"rotation backend 'triton' needs triton and a CUDA tensor (or TRITON_INTERPRET=1), got a "
+                f"rotation backend {self.backend!r} needs triton and a CUDA tensor (or TRITON_INTERPRET=1), got a "
                 f"{x.device.type} tensor: use rotation_backend='auto' or 'fused'"
             )
         return TRITON_ENGINE

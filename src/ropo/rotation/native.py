@@ -21,6 +21,9 @@ from types import ModuleType
 
 import torch
 
+from ropo.rotation.fused import AngleEngine
+from ropo.rotation.layout import givens_pairs
+
 SOURCE = Path(__file__).with_name("native_rotation.cpp")
 #: Rows per tile: one AVX2 register of fp32 per coordinate. On one SmolLM2 layer (1 024 × 576,
 #: forward + backward, one thread) 8 rows took 2.7 ms, 16 rows 3.6 ms, 32 rows 3.4 ms, 64 rows 3.1 ms.
@@ -88,33 +91,21 @@ def native_or_fallback(x: torch.Tensor, adapter_dtype: torch.dtype) -> bool:
     return reason is None
 
 
-class _NativeRotation(torch.autograd.Function):
-    """Q·x by the native kernels, saving only x and the (small) operands, like the fused path."""
-
-    @staticmethod
-    def forward(ctx, x, updates, angles, first, second):
-        cos, sin = torch.cos(angles), torch.sin(angles)
-        ctx.save_for_backward(x, updates, first, second, cos, sin)
-        return _extension().forward(x, updates, first, second, cos, sin)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        x, updates, first, second, cos, sin = ctx.saved_tensors
-        grad_x, angle_grad, update_grad = _extension().backward(
-            x, grad_output.float().contiguous(), updates, first, second, cos, sin, ctx.needs_input_grad[0]
-        )
-        return grad_x if ctx.needs_input_grad[0] else None, update_grad, angle_grad, None, None
+def _forward(x: torch.Tensor, updates: torch.Tensor, angles: torch.Tensor, layout: str) -> torch.Tensor:
+    first, second = givens_pairs(x.shape[-1], layout, str(x.device))
+    return _extension().forward(x, updates, first, second, torch.cos(angles), torch.sin(angles))
 
 
-def native_rotate(
-    x: torch.Tensor, pairs: tuple[torch.Tensor, torch.Tensor], updates: torch.Tensor, angles: torch.Tensor
-) -> torch.Tensor:
-    """Q·x in fp32 for every row of ``x`` (..., dim) on the CPU.
+def _backward(
+    x: torch.Tensor, updates: torch.Tensor, angles: torch.Tensor, layout: str, grad_output: torch.Tensor,
+    input_grad: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    first, second = givens_pairs(x.shape[-1], layout, str(x.device))
+    grad_x, angle_grad, update_grad = _extension().backward(
+        x, grad_output.float().contiguous(), updates, first, second, torch.cos(angles), torch.sin(angles), input_grad
+    )
+    return (grad_x if input_grad else None), update_grad, angle_grad
 
-    ``pairs``: the coordinates each angle rotates (``layout.givens_pairs``), ``updates``: the
-    reflection pairs' rank-2 updates (``fused.householder_updates``), ``angles``: the Givens angles.
-    """
-    shape = x.shape
-    flat = x.reshape(-1, shape[-1]).contiguous()
-    rotated = _NativeRotation.apply(flat, updates.contiguous(), angles, *pairs)
-    return rotated.reshape(shape)
+
+#: The native kernels as an engine of ``rotate_by_angles`` (which saves only x and the operands).
+NATIVE_ENGINE = AngleEngine("native", _forward, _backward)
