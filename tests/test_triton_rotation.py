@@ -59,8 +59,9 @@ def test_kernels_compile_for_a_gpu_without_one():
     for groups in (1, 4):
         _compile_each_kernel(_kernels(), {"ROWS": ROW_TILE, "COLUMNS": COLUMN_TILE, "BLOCK": 13, "SLOTS": 16, "GROUPS": groups})
     # The tree kernels at d = 4 096 (64 chunks of 64), reading bf16 activations, with a pair.
-    constants = {**triton_tree.tree_shape(4096).constants, "HAS_PAIR": True, "INPUT_GRAD": True}
-    _compile_each_kernel(triton_tree._kernels(), constants, {"x_ptr": "*bf16", "grad_ptr": "*bf16", "grad_x_ptr": "*bf16"})
+    constants = {**triton_tree.tree_shape(4096).constants, "HAS_PAIR": True, "INPUT_GRAD": True, "DOWNCAST": True}
+    bf16 = {name: "*bf16" for name in ("x_ptr", "out_ptr", "grad_ptr", "grad_x_ptr")}
+    _compile_each_kernel(triton_tree._kernels(), constants, bf16)
 
 
 def _compile_each_kernel(kernels, constants: dict[str, int], types: dict[str, str] | None = None) -> None:
@@ -234,6 +235,12 @@ def test_tree_kernels_match_the_reference(dim, reflections, dtype):
     grad = torch.randn(3, 7, dim, device=DEVICE)
     result = _run_reference(rotation, x, grad)
     assert result[0].dtype == torch.float32 and result[1].dtype == dtype
+    with torch.no_grad():  # what a layer asks for: its input's dtype, written by the kernel
+        direct, cast = rotation(x, dtype=dtype).float(), rotation(x).to(dtype).float()
+    if CUDA:  # rounded to nearest, as the cast
+        assert torch.equal(direct, cast)
+    else:  # Triton's interpreter truncates on a downcast, whatever the kernel asks: within one unit
+        assert float(((direct - cast).abs() / cast.abs().clamp_min(1e-30)).max()) <= torch.finfo(dtype).eps
     rotation.backend = "reference"
     _assert_same(result, _run_reference(rotation, x, grad), 1e-5 if dtype == torch.float32 else 8e-3)
 

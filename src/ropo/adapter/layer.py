@@ -211,9 +211,11 @@ class RoPOLinear(nn.Module, RoPOLayer):
             return self.base_layer(x, *args, **kwargs)
         # The merged weight of adapters [a1, a2] is diag(s1 s2)·V·Q1·Q2: the last rotates x first.
         rotated = x
-        for name in reversed(active):
-            rotated = self.ropo_rotation[name](rotated)
-        result = self.base_layer(rotated.to(x.dtype), *args, **kwargs)
+        for number, name in enumerate(reversed(active)):
+            # The last rotation hands the base layer its input's dtype (the tree kernels write it
+            # directly); between stacked adapters the adapter's dtype is kept.
+            rotated = self.ropo_rotation[name](rotated, dtype=x.dtype if number == len(active) - 1 else None)
+        result = self.base_layer(rotated, *args, **kwargs)
         scales = [self.ropo_magnitude[name].scale() for name in active if name in self.ropo_magnitude]
         if not scales:
             return result

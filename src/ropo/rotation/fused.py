@@ -454,8 +454,9 @@ def rotate_with(
 class AngleEngine:
     """How a backend computes Q·x straight from the Givens angles, each rotation applied as itself
     (no block matrices): the native CPU kernels, the Triton tree kernels. ``forward(x, updates,
-    angles, layout)`` returns Q·x in fp32 for rows x (rows, dim); ``backward(x, updates, angles,
-    layout, grad_output, input_grad)`` returns (∂x or None, ∂updates, ∂angles)."""
+    angles, layout, dtype)`` returns Q·x in ``dtype`` for rows x (rows, dim), computed in fp32;
+    ``backward(x, updates, angles, layout, grad_output, input_grad)`` returns (∂x or None,
+    ∂updates, ∂angles)."""
 
     name: str
     forward: Callable[..., torch.Tensor]
@@ -466,28 +467,30 @@ class _AngleRotation(torch.autograd.Function):
     """``_Rotation`` for engines that take the angles: saves x and the (small) operands only."""
 
     @staticmethod
-    def forward(ctx, engine, layout, x, updates, angles):
+    def forward(ctx, engine, layout, dtype, x, updates, angles):
         ctx.engine, ctx.layout = engine, layout
         ctx.save_for_backward(x, updates, angles)
-        return engine.forward(x, updates, angles, layout)
+        return engine.forward(x, updates, angles, layout, dtype)
 
     @staticmethod
     def backward(ctx, grad_output):
         x, updates, angles = ctx.saved_tensors
         with without_autocast(x.device.type):
             grad_x, update_grad, angle_grad = ctx.engine.backward(
-                x, updates, angles, ctx.layout, grad_output.contiguous(), ctx.needs_input_grad[2]
+                x, updates, angles, ctx.layout, grad_output.contiguous(), ctx.needs_input_grad[3]
             )
-        return None, None, grad_x, update_grad, angle_grad
+        return None, None, None, grad_x, update_grad, angle_grad
 
 
 def rotate_by_angles(
-    engine: AngleEngine, x: torch.Tensor, updates: torch.Tensor, angles: torch.Tensor, layout: str
+    engine: AngleEngine, x: torch.Tensor, updates: torch.Tensor, angles: torch.Tensor, layout: str,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Q·x in fp32 for every row of ``x`` (..., dim) by ``engine``: ``updates`` the reflection
+    """Q·x in ``dtype`` for every row of ``x`` (..., dim) by ``engine``: ``updates`` the reflection
     pairs' rank-2 updates (``householder_updates``), ``angles`` the Givens angles of ``layout``."""
     shape = x.shape
-    rotated = _AngleRotation.apply(engine, layout, x.reshape(-1, shape[-1]).contiguous(), updates.contiguous(), angles)
+    rows = x.reshape(-1, shape[-1]).contiguous()
+    rotated = _AngleRotation.apply(engine, layout, dtype, rows, updates.contiguous(), angles)
     return rotated.reshape(shape)
 
 

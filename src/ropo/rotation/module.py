@@ -136,32 +136,35 @@ class OrthogonalRotation(KeepsAdapterDtype):
             x = apply_givens_stage(x, stage, angles)
         return x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Q·x for activations (in the adapter's dtype), saving only ``x`` for backward.
+    def forward(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Q·x for activations, in ``dtype`` (default: the adapter's), saving only ``x`` for backward.
 
         Left to autograd, every stage would keep its own copy of the activations; recomputing the
         stages in backward keeps one tensor per layer, and that tensor is the layer input, which
-        sibling layers (q/k/v) share. Every backend but ``reference`` does this; ``auto`` is several times faster.
+        sibling layers (q/k/v) share. Every backend but ``reference`` does this; ``auto`` is several
+        times faster. The arithmetic is in the adapter's dtype whatever ``dtype`` is: a layer asks
+        for its input's dtype, which the tree kernels write directly (no separate cast, and its
+        gradient comes back in that dtype); the other paths cast their result.
         """
         if x.shape[-1] != self.dim:
             raise ValueError(f"rotation of width {self.dim} got input of width {x.shape[-1]}")
         # Under bf16/fp16 autocast the rotation still computes in the adapter's dtype: autocast
         # would run its matmuls in half precision and mix dtypes inside the fused kernels.
         with without_autocast(x.device.type):
-            return self._rotate(x)
+            return self._rotate(x, dtype or self.angles.dtype)
 
-    def _rotate(self, x: torch.Tensor) -> torch.Tensor:
+    def _rotate(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         if self.backend == "reference":
             if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
-                return checkpoint(self.rotate, x, use_reentrant=False)
-            return self.rotate(x)
+                return checkpoint(self.rotate, x, use_reentrant=False).to(dtype)
+            return self.rotate(x).to(dtype)
         engine = self._angle_engine(x)
         if engine is not None:
             (updates,) = self._operands("updates", lambda angles, base, offset: (householder_updates(base, offset),))
-            return rotate_by_angles(engine, x, updates, self.angles, self.givens_layout)
+            return rotate_by_angles(engine, x, updates, self.angles, self.givens_layout, dtype)
         plan = givens_plan(self.dim, self.givens_layout, str(self.angles.device))
         operands = self._operands("fused", lambda angles, base, offset: fused_operands(angles, base, offset, plan))
-        return rotate_with(self._engine(x), x, plan, *operands)
+        return rotate_with(self._engine(x), x, plan, *operands).to(dtype)
 
     def _angle_engine(self, x: torch.Tensor) -> AngleEngine | None:
         """The engine taking the angles that ``backend`` means for ``x``, if any: the native kernels

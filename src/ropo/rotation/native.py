@@ -91,9 +91,9 @@ def native_or_fallback(x: torch.Tensor, adapter_dtype: torch.dtype) -> bool:
     return reason is None
 
 
-def _forward(x: torch.Tensor, updates: torch.Tensor, angles: torch.Tensor, layout: str) -> torch.Tensor:
+def _forward(x: torch.Tensor, updates: torch.Tensor, angles: torch.Tensor, layout: str, dtype: torch.dtype) -> torch.Tensor:
     first, second = givens_pairs(x.shape[-1], layout, str(x.device))
-    return _extension().forward(x, updates, first, second, torch.cos(angles), torch.sin(angles))
+    return _extension().forward(x, updates, first, second, torch.cos(angles), torch.sin(angles)).to(dtype)
 
 
 def _backward(

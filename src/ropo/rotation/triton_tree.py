@@ -185,10 +185,11 @@ def _coarse(x_ptr, update_ptr, angle_ptr, offset_ptr, c0, c1, row, rows, dim, ch
 
 def _tree_forward(
     x_ptr, out_ptr, update_ptr, angle_ptr, offset_ptr, rows, dim, chunks,
-    HAS_PAIR: tl.constexpr, R: tl.constexpr, C: tl.constexpr, LOG_C: tl.constexpr, NP: tl.constexpr,
+    HAS_PAIR: tl.constexpr, DOWNCAST: tl.constexpr, R: tl.constexpr, C: tl.constexpr, LOG_C: tl.constexpr, NP: tl.constexpr,
     LOG_NP: tl.constexpr,
 ):
-    """Q·x for ``R`` rows of x (rows, dim) into ``out`` (fp32): steps 1-4 of the module's docstring.
+    """Q·x for ``R`` rows of x (rows, dim) into ``out`` (any float dtype; computed in fp32): steps
+    1-4 of the module's docstring.
 
     ``offset_ptr``: the first angle of each tree stage (stride 2^ℓ, ℓ < LOG_C + LOG_NP), then of
     each stage of the reversed tree; ``update_ptr``: the pair's rows e, b, w₀, w₁ (HAS_PAIR)."""
@@ -203,6 +204,8 @@ def _tree_forward(
         y = _tree(a, angle_ptr, reverse, j * C, dim, R, C, LOG_C, 1)
         col = j * C + tl.arange(0, C)
         mask = (row < rows)[:, None] & (col < dim)[None, :]
+        if DOWNCAST:  # rounded to nearest, as torch casts (Triton's interpreter truncates regardless)
+            y = y.to(out_ptr.dtype.element_ty, fp_downcast_rounding="rtne")
         tl.store(out_ptr + row.to(tl.int64)[:, None] * dim + col[None, :], y, mask=mask)
 
 
@@ -339,21 +342,27 @@ def stage_offsets(dim: int, device: torch.device) -> torch.Tensor:
     return torch.tensor(forward + reverse, dtype=torch.int32, device=device)
 
 
-def _givens_forward(x: torch.Tensor, update: torch.Tensor | None, angles: torch.Tensor) -> torch.Tensor:
-    """Q·x in fp32 for rows x (rows, dim), contiguous; ``update``: the pair's (4, dim) or None."""
+def _givens_forward(
+    x: torch.Tensor, update: torch.Tensor | None, angles: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Q·x in ``dtype`` (fp32 or narrower) for rows x (rows, dim), contiguous; ``update``: the pair's
+    (4, dim) or None."""
     rows, dim = x.shape
     shape = tree_shape(dim)
-    out = torch.empty(rows, dim, dtype=torch.float32, device=x.device)
+    out = torch.empty(rows, dim, dtype=dtype, device=x.device)
     _kernels().forward[(max(1, -(-rows // ROWS)),)](
         x, out, angles if update is None else update, angles, stage_offsets(dim, x.device), rows, dim, shape.chunks,
-        HAS_PAIR=update is not None, **shape.constants, num_warps=WARPS,
+        HAS_PAIR=update is not None, DOWNCAST=dtype != torch.float32, **shape.constants, num_warps=WARPS,
     )
     return out
 
 
-def tree_forward(x: torch.Tensor, updates: torch.Tensor, angles: torch.Tensor, layout: str) -> torch.Tensor:
-    """Q·x in fp32 (the ``AngleEngine`` contract; ``layout`` is always bidirectional here)."""
-    return _givens_forward(x, updates[0] if updates.shape[0] else None, angles)
+def tree_forward(
+    x: torch.Tensor, updates: torch.Tensor, angles: torch.Tensor, layout: str, dtype: torch.dtype
+) -> torch.Tensor:
+    """Q·x in ``dtype``, written by the kernel (the ``AngleEngine`` contract; ``layout`` is always
+    bidirectional here)."""
+    return _givens_forward(x, updates[0] if updates.shape[0] else None, angles, dtype)
 
 
 def tree_backward(
