@@ -47,8 +47,8 @@ tl: Any = None
 #: (ROWS, chunks) stay in registers for the whole program.
 ROWS = 16
 #: Warps per program. ptxas for sm_90 at d = 4 096 (chunks of 64, 16 rows): 94 registers forward and
-#: 128 backward at 8 warps, 128 and 224 at 4 (fewer programs fit an SM). Not yet timed on a GPU:
-#: benchmarks/gpu/kernel_sweep.py times both.
+#: 128 backward (128 bytes spilled) at 8 warps; 128 and 224 (no spill) at 4, where fewer programs
+#: fit an SM. Not yet timed on a GPU: benchmarks/gpu/kernel_sweep.py times both.
 WARPS = 8
 #: Chunk widths: the smallest power of two from which the representatives fit in
 #: ``MAX_REPRESENTATIVES`` (64 coordinates a chunk up to d = 4 096, 128 up to 16 384).
