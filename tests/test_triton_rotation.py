@@ -58,10 +58,13 @@ def test_kernels_compile_for_a_gpu_without_one():
     machine code (Triton ships the assembler, no GPU needed)."""
     for groups in (1, 4):
         _compile_each_kernel(_kernels(), {"ROWS": ROW_TILE, "COLUMNS": COLUMN_TILE, "BLOCK": 13, "SLOTS": 16, "GROUPS": groups})
-    # The tree kernels at d = 4 096 (64 chunks of 64), reading bf16 activations, with a pair.
+    # The tree kernels at d = 4 096 (64 chunks of 64), bf16 activations, with a pair; and at d = 5
+    # (one chunk of 8, one representative: the degenerate shapes), fp32, without.
     constants = {**triton_tree.tree_shape(4096).constants, "HAS_PAIR": True, "INPUT_GRAD": True, "DOWNCAST": True}
     bf16 = {name: "*bf16" for name in ("x_ptr", "out_ptr", "grad_ptr", "grad_x_ptr")}
     _compile_each_kernel(triton_tree._kernels(), constants, bf16)
+    constants = {**triton_tree.tree_shape(5).constants, "HAS_PAIR": False, "INPUT_GRAD": False, "DOWNCAST": False}
+    _compile_each_kernel(triton_tree._kernels(), constants)
 
 
 def _compile_each_kernel(kernels, constants: dict[str, int], types: dict[str, str] | None = None) -> None:
@@ -321,13 +324,22 @@ def test_ropo_imports_and_trains_without_triton():
 @needs_cuda
 @pytest.mark.parametrize("dim", [576, 4096, 14336])
 def test_tree_kernels_match_fused_at_model_width_in_bf16(dim):
-    """The widths of SmolLM2 and Llama-3-8B (attention and MLP: 112 chunks of 128)."""
+    """The widths of SmolLM2 and Llama-3-8B (attention and MLP: 112 chunks of 128), called as a
+    layer calls them (bf16 in, bf16 out: the same compiled kernels as the kit's bench then)."""
     rotation = _tree_rotation(dim, 2, seed=0)
     x = torch.randn(4, 300, dim, device=DEVICE).bfloat16()
-    grad = torch.randn(4, 300, dim, device=DEVICE)
-    result = _run_reference(rotation, x, grad)
-    rotation.backend = "fused"
-    _assert_same(result, _run_reference(rotation, x, grad), input_tol=8e-3, tol=1e-4)
+    grad = torch.randn(4, 300, dim, device=DEVICE).bfloat16()
+    results = []
+    for backend in ("triton", "fused"):
+        rotation.backend = backend
+        rotation.zero_grad()
+        leaf = x.detach().clone().requires_grad_()
+        y = rotation(leaf, dtype=torch.bfloat16)
+        y.backward(grad)
+        results.append((y.detach(), leaf.grad, [p.grad for p in rotation.parameters()]))
+    assert results[0][0].dtype == results[0][1].dtype == torch.bfloat16
+    # Sums over 1200 rows in another order, and outputs rounded to bf16: a bf16 unit of tolerance.
+    _assert_same(results[0], results[1], input_tol=8e-3, tol=8e-3)
 
 
 @needs_cuda

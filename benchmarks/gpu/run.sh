@@ -70,7 +70,7 @@ BENCH=(-m ropo.cli bench --device "$DEVICE" --dtype bfloat16 "${SIZE[@]}" "${MEM
 # model widths' shapes are then cached on disk for the steps after), hence 200 s.
 step tests 200 4 "$PY" -m pytest -q -p no:cacheprovider "${TEST_ARGS[@]}" -k "not native" tests/test_triton_rotation.py \
     tests/test_fused.py "tests/test_peft_integration.py::test_bf16_autocast_forward_and_backward"
-step dpo 90 12 "$PY" benchmarks/gpu/dpo_check.py --device "$DEVICE" --steps "$DPO_STEPS" --json "$OUT_DIR/dpo.json"
+step dpo 120 12 "$PY" benchmarks/gpu/dpo_check.py --device "$DEVICE" --steps "$DPO_STEPS" --json "$OUT_DIR/dpo.json"
 step bench-a 100 3 "$PY" "${BENCH[@]}" --models "$MODEL_A" --layers "$LAYERS_A" "${TRAIN_STEPS[@]}" \
     --methods "${TRAIN_METHODS[@]}" --json "$OUT_DIR/bench-train-a.json"
 step bench-b 120 3 "$PY" "${BENCH[@]}" --models "$MODEL_B" --layers "$LAYERS_B" "${TRAIN_STEPS[@]}" \
@@ -78,7 +78,7 @@ step bench-b 120 3 "$PY" "${BENCH[@]}" --models "$MODEL_B" --layers "$LAYERS_B" 
 step inference 70 3 "$PY" "${BENCH[@]}" --inference --models "$MODEL_A" "$MODEL_B" \
     --layers "$MODEL_A=$LAYERS_A" "$MODEL_B=$LAYERS_B" "${INFER_STEPS[@]}" \
     --methods floor lora oft ropo_fast ropo_merged --json "$OUT_DIR/bench-inference.json"
-step kernels 80 16 "$PY" benchmarks/gpu/kernel_sweep.py --json "$OUT_DIR/kernels.json"
+step kernels 100 16 "$PY" benchmarks/gpu/kernel_sweep.py --json "$OUT_DIR/kernels.json"
 step profile 50 3 "$PY" benchmarks/gpu/profile_step.py --out "$OUT_DIR/profile.txt"
 "$PY" benchmarks/gpu/summarize.py "$OUT_DIR" | tee "$OUT_DIR/summary.md"
 echo "results in $OUT_DIR: $(ls "$OUT_DIR" | wc -l) files (exit $status, ${SECONDS}s)"
