@@ -30,6 +30,7 @@ def test_quick_demo_writes_every_output(tmp_path, capsys):
     assert html.count("<img") >= sum(len(study["plots"]) for study in studies)
     paired = [study for study in studies if study.get("comparisons")]
     assert paired and all(row["rival"] in html for study in paired for row in study["comparisons"])
+    assert html.count("What the paired comparisons say") == len(paired)  # the verdicts, before each table
     assert json.loads((out / "report" / "metrics.json").read_text())["committed_studies"] == [str(s) for s in COMMITTED_STUDIES]
     for method in ("ropo", "dpo", "lora"):
         assert (out / "runs" / method / "metrics.jsonl").is_file()

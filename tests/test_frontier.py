@@ -14,7 +14,7 @@ from ropo.cli import main as ropo_main
 from ropo.methods import get_method
 from ropo.evaluation import build_report
 from ropo.frontier.plan import DEFAULT_SERIES, LEARNING_RATE_SCALES, MATCHED_LORA, SERIES, PlanError, build_plan
-from ropo.frontier.summary import comparisons_table, summary_table
+from ropo.frontier.summary import comparisons_markdown, comparisons_table, summary_table, verdicts_markdown
 from ropo.layout import FRONTIER_COMPARISONS_FILE as COMPARISONS_FILE
 from ropo.layout import FRONTIER_SUMMARY_FILE as SUMMARY_FILE
 from ropo.frontier.points import BASE, METRICS, TRAINING_METRICS, read_cached, training_symptoms
@@ -176,7 +176,9 @@ def test_quick_frontier_end_to_end(tmp_path, capsys):
     assert [row.split(" | ")[0] for row in rows] == [f"| {p['series']}" for p in points]
     # The paired comparisons as the README quotes them: a row per (rival, metric), a cell per sqrt(KL),
     # bold exactly where the interval excludes 0.
-    table = (out / COMPARISONS_FILE).read_text().splitlines()
+    said, table = (out / COMPARISONS_FILE).read_text().split("\n\n")
+    assert said.splitlines()[0].startswith("- **against `")
+    table = table.splitlines()
     assert table[0].startswith("| rival | metric | seeds | ropo-2025 − rival at sqrt(KL)")
     assert len(table) == 2 + len({(c["rival"], c["metric"]) for c in comparisons})
     resolved = sum(c["ci"][0] > 0 or c["ci"][1] < 0 for c in comparisons)
@@ -214,6 +216,23 @@ def test_quick_frontier_end_to_end(tmp_path, capsys):
     page = report.read_text()
     assert "Frontier" in page and page.count("<img") == len(frontier["plots"])
     assert json.loads(metrics.read_text())["frontiers"] == [str(out)]
+
+
+def test_verdicts_read_each_metric_from_its_interval_and_direction():
+    """Ahead and behind follow the catalogue's direction (lower self-BLEU is ahead), a metric
+    without a better side (length) is only different, and an interval holding 0 is level."""
+    def entry(metric, sqrt_kl, difference, low, high):
+        return {"reference": "ropo-2025", "rival": "lora", "metric": metric, "sqrt_kl": sqrt_kl,
+                "difference": difference, "ci": [low, high], "seeds": [0, 1, 2]}
+
+    comparisons = [entry("judge_score", 1.0, 0.05, 0.01, 0.09), entry("judge_score", 2.0, 0.02, -0.01, 0.05),
+                   entry("self_bleu", 1.0, -2.0, -3.0, -1.0), entry("self_bleu", 2.0, 1.5, 0.5, 2.5),
+                   entry("mean_length", 1.0, -8.0, -12.0, -4.0), entry("distinct_2", 1.0, 0.01, -0.01, 0.03)]
+    assert verdicts_markdown(comparisons) == (
+        "- **against `lora`** (seeds 0,1,2): Ahead in judge score at 1.00 (+0.05); self-BLEU at 1.00 (-2.0). "
+        "Behind in self-BLEU at 2.00 (+1.5). Different (no better side) in mean length (tokens) at 1.00 (-8). "
+        "Level in distinct-2.\n")
+    assert comparisons_markdown(comparisons) == verdicts_markdown(comparisons) + "\n" + comparisons_table(comparisons)
 
 
 def test_ablations_get_their_own_panel_beside_the_preset_they_change():
@@ -256,7 +275,7 @@ def test_readme_quotes_the_committed_study():
         table = summary_table(frontier["points"])
         assert (study / SUMMARY_FILE).read_text() == table and table in readme
         # The README's verdicts read from the paired comparisons: quoted as the JSON renders them.
-        paired = comparisons_table(frontier["comparisons"])
+        paired = comparisons_markdown(frontier["comparisons"])
         assert (study / COMPARISONS_FILE).read_text() == paired and paired in readme
 
 

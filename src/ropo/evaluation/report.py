@@ -22,6 +22,7 @@ from ropo.evaluation.errors import EvaluationError
 from ropo.evaluation.evaluate import FORMAT as EVAL_FORMAT
 from ropo.evaluation.plots import WIDE_FIGURES, Series, all_figures
 from ropo.io import atomic_write, atomic_write_text
+from ropo.evaluation.verdicts import verdicts
 from ropo.metrics.catalogue import CI_SUFFIX, REPETITION_N, metric
 
 
@@ -267,6 +268,25 @@ def _frontier_cell(point: dict[str, Any], metric: dict[str, Any]) -> str:
     return f"<td>{shown}</td>"
 
 
+def verdict_list(comparisons: Sequence[dict[str, Any]]) -> str:
+    """The verdicts (``ropo.evaluation.verdicts``) as a list a newcomer reads before the table."""
+    def where(key: str, entries: Sequence[dict[str, Any]]) -> str:
+        at = ", ".join(f"{e['sqrt_kl']:.2f} ({e['difference']:+.3g})" for e in entries)
+        return f"{html.escape(metric(key).label)} at sqrt(KL) {at}"
+
+    items = []
+    for verdict in verdicts(comparisons):
+        said = [f"<b>{side}</b> in " + "; ".join(where(key, entries) for key, entries in found.items())
+                for side, found in verdict.resolved.items() if found]
+        if verdict.level:
+            said.append("<b>level</b> in " + ", ".join(html.escape(metric(key).label) for key in verdict.level))
+        items.append(f"<li>against <b>{html.escape(verdict.rival)}</b> (seeds {','.join(map(str, verdict.seeds))}): "
+                     + ". ".join(said) + ".</li>")
+    return ("<h3>What the paired comparisons say</h3><p class=meta>Read from the intervals alone: ahead or behind where"
+            " the 95 % interval excludes 0 (on the metric's better side), level where every interval holds 0.</p>"
+            f"<ul class=notes>{''.join(items)}</ul>")
+
+
 def comparisons_table(comparisons: Sequence[dict[str, Any]]) -> str:
     """The paired differences (reference − rival at matched sqrt(KL)) as one HTML table."""
     rows = "".join(
@@ -300,7 +320,8 @@ def frontier_section(directory: Path, frontier: dict[str, Any], committed: bool 
     settings = html.escape(json.dumps({k: v for k, v in frontier.get("settings", {}).items() if k != "plan"}))
     title = (f"The committed frontier study (measured for the project, not by this run): {directory}" if committed
              else f"Frontier: {directory}")
-    comparisons = comparisons_table(frontier["comparisons"]) if frontier.get("comparisons") else ""
+    comparisons = (verdict_list(frontier["comparisons"]) + comparisons_table(frontier["comparisons"])
+                   if frontier.get("comparisons") else "")
     return (f"<h2>{html.escape(title)}</h2><p class=meta>Each metric against sqrt(KL(π ‖ base)); "
             f"bands and brackets are 95 % bootstrap intervals over prompts (probe questions for retention).</p>"
             f"<div class=plots>{plots}</div>{comparisons}<h3>Every point</h3><div style='overflow-x:auto'><table><thead><tr><th>series</th>"

@@ -42,7 +42,7 @@ from ropo.layout import (
 )
 from ropo.evaluation.statistics import DEFAULT_SEED as BOOTSTRAP_SEED
 from ropo.frontier.plan import REFERENCE, SeriesSpec, StudyPlan, StudyRun
-from ropo.frontier.summary import comparisons_table, summary_table
+from ropo.frontier.summary import comparisons_markdown, summary_table
 from ropo.frontier.comparisons import Curve, compare
 from ropo.evaluation.drift import Reference
 from ropo.evaluation.measure import Evaluation, measure_energy, measure_items, summarize
@@ -323,5 +323,5 @@ def run_study(plan: StudyPlan, out: str | Path, progress: bool = True, train_onl
         written.append({"title": title, "file": str(path.relative_to(out))})
     frontier = atomic_write_text(out / FRONTIER_FILE, json.dumps(study.document(written, comparisons), indent=2) + "\n")
     atomic_write_text(out / FRONTIER_SUMMARY_FILE, summary_table(study.points))
-    atomic_write_text(out / FRONTIER_COMPARISONS_FILE, comparisons_table(comparisons))
+    atomic_write_text(out / FRONTIER_COMPARISONS_FILE, comparisons_markdown(comparisons))
     return StudyResult(frontier, [out / item["file"] for item in written], study.reused, study.computed)

@@ -1,5 +1,5 @@
 """The study as markdown the README quotes: its points (``OUT/summary.md``) and its paired
-comparisons at matched KL (``OUT/comparisons.md``).
+comparisons at matched KL (``OUT/comparisons.md``: the verdicts they support, then the table).
 
 Why files: the README's results are copied from the committed study, not typed; a test checks
 that the README holds these tables exactly as the committed ``frontier.json`` renders them.
@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ropo.evaluation.verdicts import AHEAD, BEHIND, DIFFERENT, excludes_zero, verdicts
 from ropo.metrics.catalogue import CI_SUFFIX
 
 
@@ -65,6 +66,36 @@ def summary_table(points: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: How each verdict class is introduced in the README.
+_VERDICT_WORDS = {AHEAD: "Ahead in", BEHIND: "Behind in", DIFFERENT: "Different (no better side) in"}
+
+
+def _where(metric_key: str, entries: Sequence[dict[str, Any]]) -> str:
+    """``header at a, b (d_a, d_b)``: the sqrt(KL) values of ``entries`` and the differences there."""
+    header, scale, digits = WRITTEN[metric_key]
+    at = ", ".join(f"{e['sqrt_kl']:.2f}" for e in entries)
+    by = ", ".join(f"{scale * e['difference']:+.{digits}f}" for e in entries)
+    return f"{header} at {at} ({by})"
+
+
+def verdicts_markdown(comparisons: Sequence[dict[str, Any]]) -> str:
+    """Per rival, one line of ``ropo.evaluation.verdicts``: ahead, behind, different, level."""
+    lines = []
+    for verdict in verdicts(comparisons):
+        said = [f"{_VERDICT_WORDS[side]} " + "; ".join(_where(key, entries) for key, entries in found.items())
+                for side, found in verdict.resolved.items() if found]
+        if verdict.level:
+            said.append("Level in " + ", ".join(WRITTEN[key][0] for key in verdict.level))
+        seeds = ",".join(map(str, verdict.seeds))
+        lines.append(f"- **against `{verdict.rival}`** (seeds {seeds}): " + ". ".join(said) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def comparisons_markdown(comparisons: Sequence[dict[str, Any]]) -> str:
+    """``OUT/comparisons.md``: the verdicts, then the table they are read from."""
+    return verdicts_markdown(comparisons) + "\n" + comparisons_table(comparisons)
+
+
 def comparisons_table(comparisons: Sequence[dict[str, Any]]) -> str:
     """One row per (rival, metric): the reference minus the rival at each common sqrt(KL), with its
     95 % interval (paired over items and seeds); a cell whose interval excludes 0 is in bold."""
@@ -81,7 +112,7 @@ def comparisons_table(comparisons: Sequence[dict[str, Any]]) -> str:
         for entry in sorted(entries, key=lambda e: e["sqrt_kl"]):
             low, high = entry["ci"]
             text = f"{scale * entry['difference']:+.{digits}f} [{scale * low:+.{digits}f}, {scale * high:+.{digits}f}]"
-            cells.append(f"{entry['sqrt_kl']:.2f}: " + (f"**{text}**" if low > 0 or high < 0 else text))
+            cells.append(f"{entry['sqrt_kl']:.2f}: " + (f"**{text}**" if excludes_zero(entry) else text))
         seeds = ",".join(str(seed) for seed in entries[0]["seeds"])
         lines.append(f"| {rival} | {header} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
