@@ -46,6 +46,17 @@ def _interrupted(args: argparse.Namespace, run_dir: Path) -> RoPOInterrupted:
     return RoPOInterrupted(f"interrupted; {kept} is the last complete checkpoint; continue with: {command} --resume")
 
 
+def _end_process_group() -> None:
+    """End the DDP process group of a ``ropo train`` that accelerate launched, before exiting. Left
+    to the interpreter's exit, gloo's threads can abort a rank that trained and saved correctly
+    ("terminate called without an active exception", seen once under load); torch asks for this
+    call at the end of every distributed program."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _train(args: argparse.Namespace) -> int:
     from ropo.training.run import train
     from ropo.training.spec import load_spec
@@ -57,6 +68,7 @@ def _train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         _close_progress_bars()
         raise _interrupted(args, Path(spec.recipe.output_dir)) from None
+    _end_process_group()
     if result.finished:
         print(f"run in {result.run_dir} had already finished; nothing was changed")
     else:
