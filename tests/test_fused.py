@@ -201,6 +201,23 @@ def test_both_backends_train_a_model_identically(token_ids, backend):
     assert all(layer.ropo_rotation["default"].angles.abs().max() > 0 for layer in fused.adapter_layers().values())
 
 
+@pytest.mark.parametrize("layout", ["bidirectional", "butterfly"])
+@pytest.mark.parametrize("backend", ["reference", *ENGINES])
+def test_a_rotation_first_run_under_inference_mode_still_trains(layout, backend):
+    """The cached plans are built outside inference mode: measure a model under
+    ``torch.inference_mode()``, then train one of the same width in the same process (a study does
+    that), and the training step's backward works and matches the reference's."""
+    from ropo.rotation.layout import givens_pairs
+
+    for cached in (givens_stages, givens_pairs, givens_plan):
+        cached.cache_clear()  # so that the inference-mode call below is the one that builds them
+    reference, rotation = _pair(48, layout, 2, seed=17, backend=backend)
+    with torch.inference_mode():
+        rotation(torch.randn(2, 48))
+    x, grad = torch.randn(3, 48), torch.randn(3, 48)
+    _assert_matches_reference(rotation, reference, x, grad)
+
+
 @pytest.mark.parametrize("backend", ENGINES)
 def test_inference_operands_follow_writes_to_the_parameters(backend):
     """Without grad the operands are cached (decoding): a write through ``.data`` (as loaders and

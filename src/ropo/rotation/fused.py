@@ -19,13 +19,12 @@ construction. Everything is plain PyTorch and runs on any device; tiling is used
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from ropo.rotation.layout import GivensStage, givens_stages
+from ropo.rotation.layout import GivensStage, givens_stages, tensor_cache
 from ropo.rotation.operators import householder_pair_vectors
 
 #: Largest group of coordinates one level may mix (measured fastest on CPU; see benchmarks/).
@@ -189,7 +188,7 @@ def _make_level(
     return level, entries
 
 
-@functools.lru_cache(maxsize=None)
+@tensor_cache
 def givens_plan(
     dim: int, layout: str, device: str = "cpu", max_block: int = DEFAULT_MAX_BLOCK
 ) -> GivensPlan:

@@ -7,11 +7,32 @@ at once. Layouts work for any width d, not only powers of two.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 GIVENS_LAYOUTS = ("bidirectional", "butterfly", "none")
+
+_Factory = TypeVar("_Factory", bound=Callable)
+
+
+def tensor_cache(factory: _Factory) -> _Factory:
+    """``functools.lru_cache`` for the functions that build a rotation's constant tensors (index
+    plans, identities), which build them outside inference mode. Built first under
+    ``torch.inference_mode()`` (an evaluation, decoding), they would be inference tensors for the rest
+    of the process, and a later training step that saves one for backward would fail ("Inference
+    tensors cannot be saved for backward"): a study that measures one RoPO run and then trains the next
+    in the same process did."""
+
+    @functools.lru_cache(maxsize=None)
+    @functools.wraps(factory)
+    def cached(*args, **kwargs):
+        with torch.inference_mode(False):
+            return factory(*args, **kwargs)
+
+    return cached  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -47,7 +68,7 @@ def _stages(dim: int, butterfly: bool) -> list[tuple[list[int], list[int]]]:
     return stages
 
 
-@functools.lru_cache(maxsize=None)
+@tensor_cache
 def givens_stages(dim: int, layout: str, device: str = "cpu") -> tuple[GivensStage, ...]:
     """The stages of ``layout`` for width ``dim``, cached per device.
 
@@ -82,7 +103,7 @@ def givens_angle_count(dim: int, layout: str) -> int:
     return sum(stage.size for stage in givens_stages(dim, layout))
 
 
-@functools.lru_cache(maxsize=None)
+@tensor_cache
 def givens_pairs(dim: int, layout: str, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """The two coordinates each angle rotates, in angle order (stage after stage), as int32: the
     native kernels walk them one rotation at a time."""

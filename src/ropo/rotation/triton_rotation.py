@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from ropo.rotation.fused import GivensLevel, GivensPlan, RotationEngine, rotate_with
+from ropo.rotation.layout import tensor_cache
 
 #: ``triton.language``, bound on first use (the kernels below look it up as a module global).
 tl: Any = None
@@ -251,7 +252,7 @@ def _splits(tiles: int, parallel: int) -> int:
     return max(1, min(tiles, TARGET_PROGRAMS // parallel))
 
 
-@functools.lru_cache(maxsize=None)
+@tensor_cache
 def _slots(level: GivensLevel, dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The coordinate each slot reads and whether it is written back (1) or a pad slot (0);
     cached per level (a plan's levels live as long as the plan), so no step allocates them."""

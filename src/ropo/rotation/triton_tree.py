@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from ropo.rotation.fused import AngleEngine
-from ropo.rotation.layout import givens_stages
+from ropo.rotation.layout import givens_stages, tensor_cache
 
 #: ``triton.language``, bound on first use (the kernels below look it up as a module global).
 tl: Any = None
@@ -328,7 +328,7 @@ def tree_applies(dim: int, layout: str, pairs: int, adapter_dtype: torch.dtype) 
     )
 
 
-@functools.lru_cache(maxsize=None)
+@tensor_cache
 def stage_offsets(dim: int, device: torch.device) -> torch.Tensor:
     """The first angle of each tree stage (stride 2^ℓ, ℓ < LOG_C + LOG_NP), then of each stage of
     the reversed tree, as the kernels index them (int32; 0 for strides the width has no pair at)."""
