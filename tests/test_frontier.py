@@ -256,9 +256,8 @@ def test_ablations_get_their_own_panel_beside_the_preset_they_change():
     assert sparse[0] == every[0] and sparse[-1] == every[-1]  # first and last are shared
 
 
-#: The committed studies: ``frontier`` (issue 13, seed 0, format 1: the README's current results)
-#: and ``frontier-v2`` (seeds, paired comparisons, split retention), whose frontier.json is written
-#: once its pieces are all measured.
+#: The committed studies in the current format: ``frontier`` (three seeds, paired comparisons, split
+#: retention: the README's results). ``frontier-v1`` (issue 13, seed 0, format 1) is kept as it was.
 _STUDIES = Path(__file__).resolve().parents[1] / "docs" / "results"
 _CURRENT = [path.parent for path in sorted(_STUDIES.glob("*/frontier.json"))
             if json.loads(path.read_text())["format"] == FRONTIER_FORMAT]
@@ -269,7 +268,7 @@ def test_readme_quotes_the_committed_study():
     format renders exactly that table from its frontier.json: a number typed by hand, or a study
     rerun without updating the README, fails here."""
     readme = (_STUDIES.parents[1] / "README.md").read_text()
-    assert (_STUDIES / "frontier" / SUMMARY_FILE).read_text() in readme
+    assert _STUDIES / "frontier" in _CURRENT  # the README's results are a study in the current format
     for study in _CURRENT:
         frontier = json.loads((study / "frontier.json").read_text())
         table = summary_table(frontier["points"])
@@ -279,7 +278,6 @@ def test_readme_quotes_the_committed_study():
         assert (study / COMPARISONS_FILE).read_text() == paired and paired in readme
 
 
-@pytest.mark.skipif(not _CURRENT, reason="no committed study in the current format yet: frontier-v2 is being measured")
 @pytest.mark.parametrize("study", _CURRENT, ids=lambda path: path.name)
 def test_the_committed_plots_regenerate_byte_identical(study):
     """The committed study's figures are what the code draws from its frontier.json, byte for byte."""

@@ -114,7 +114,7 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
            bench=(BenchVariant("lora"),)),
     Method("dora", "DoRA r=16", "LoraConfig", {"r": 16, **_LORA, "use_dora": True}, bench=(BenchVariant("dora"),)),
     # OFT's learning rate is LoRA's; its frontier factor × 1 is measured (KL 10.7 → 39.9 over the
-    # study's steps; × 3, LoRA's, was at KL 34 by the first checkpoint): docs/results/frontier-v2/pilot/.
+    # study's steps; × 3, LoRA's, was at KL 34 by the first checkpoint): docs/results/frontier/pilot/.
     Method("oft", "OFT, blocks of 32", "OFTConfig", {"r": 0, "oft_block_size": 32}, learning_rate=5e-4,
            frontier_scale=1.0, bench=(BenchVariant("oft"),)),
     Method("hra", "HRA r=8", "HRAConfig", {"r": 8}, bench=(BenchVariant("hra"),)),

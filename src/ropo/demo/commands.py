@@ -11,8 +11,8 @@ FRONTIER_POINTER = (
     "[demo] each method above is one point at its usual learning rate, and the methods moved by different "
     "amounts (KL to base): a check of the pipeline, not the comparison. The comparison at equal KL is the "
     "frontier study: `ropo frontier` (several checkpoints per method, 95 % intervals); the measured study "
-    "is committed in docs/results/frontier/ (and the multi-seed study's seeds measured so far, with paired comparisons, in "
-    "docs/results/frontier-v2-interim/) and summarised in the README (\"The KL frontier\")."
+    "(three seeds, paired comparisons at matched KL) is committed in docs/results/frontier/ and summarised in the "
+    "README (\"The KL frontier\")."
 )
 
 

@@ -28,12 +28,12 @@ Fairness rules, kept by construction here (and tested):
   - RoPO at its demo rate (2e-3) already moved furthest of the three in the demo (KL 5.4 after
     40 steps, against DPO's 0.96); a pilot at 2e-2 (× 10) had collapsed by its first checkpoint
     (step 12: KL 53 nats, judge score 0.28 against the base's 0.66, every answer at the length
-    limit, QA accuracy 18 % against 44 %; kept in ``docs/results/frontier/pilot/``), so RoPO
+    limit, QA accuracy 18 % against 44 %; kept in ``docs/results/frontier-v1/pilot/``), so RoPO
     keeps × 1;
   - LoRA at 5e-4 reached KL 3.2 after 40 steps in the demo; × 3 puts its 60 steps between; the
     rank-matched LoRA keeps LoRA's rate and factor (it is LoRA at a smaller rank);
   - OFT at LoRA's rate × 3 (the placeholder) was at KL 34 by its first checkpoint and 70 by step 36
-    (``docs/results/frontier-v2/pilot/``, KL only): past RoPO's whole range, so × 3 fails the
+    (``docs/results/frontier/pilot/``, KL only): past RoPO's whole range, so × 3 fails the
     overlap rule. At × 1 (LoRA's 5e-4) it reached KL 10.7, 16.3 and 39.9 at steps 12, 36 and 60:
     inside RoPO's range at first (2–17 in the seed-0 study), then beyond it, so OFT keeps × 1.
 
@@ -153,9 +153,9 @@ class Budget:
 #: Sized for a 2-core CPU and SmolLM2-135M-Instruct: 60 steps × 4 pairs is 1.5 epochs of the task's
 #: 155 pairs, 5 checkpoints per series (3 of them, steps 12, 36 and 60, measured for an ablation).
 #: The held-out prompts are 32 of the 62 test prompts, spread
-#: over every kind. Measured on the whole study (docs/results/frontier): the base 261 s, a checkpoint
-#: 188–377 s (median about 210 s), a training run 480–885 s (all-linear RoPO 843 s): 3.1 h in all,
-#: 75 min of it training.
+#: over every kind. Measured on the whole study (docs/results/frontier, three seeds: 19 runs, 70
+#: checkpoints), alone on the 2-core CPU: a checkpoint 304–420 s, a training run 407–774 s (all-linear
+#: RoPO the longest); 15.5 h of wall clock in all, some of it shared with other work.
 DEFAULT_BUDGET = Budget(max_steps=60, save_steps=12, batch_size=4, max_length=192, data_rows=None,
                         eval_prompts=32, samples_per_prompt=2, max_new_tokens=96, generation_batch_size=16,
                         probe_items=None, probe_max_new_tokens=BREVITY_MAX_NEW_TOKENS, text_passages=200, warmup_ratio=0.1,
